@@ -11,7 +11,7 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.l3lab-bootstrap"
 
 DEBIAN_PACKAGES=(
-  build-essential cmake ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config git
   libyaml-cpp-dev
   libboost-program-options-dev
   libhdf5-dev

@@ -1,0 +1,29 @@
+// One function per command. Each parses its own options and returns an exit code; errors that are
+// the user's (bad options, bad config) throw and are turned into exit code 2 by cli::run.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace l3lab::cli {
+
+struct Command {
+    const char* name;
+    const char* usage;    // arguments after the command name
+    const char* summary;  // one line for `l3lab --help`
+    int (*run)(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+};
+
+// The implemented commands, in the order `l3lab --help` lists them.
+const std::vector<Command>& commands();
+
+int cmd_config(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_plan(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+// A usage mistake: printed with the command's usage line, exit code 2.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace l3lab::cli

@@ -1,0 +1,147 @@
+#include "runner/config/experiment.h"
+
+#include <filesystem>
+
+#include "runner/config/schema.h"
+
+namespace fs = std::filesystem;
+
+namespace l3lab::config {
+
+Location Experiment::where(const std::string& key) const { return location_of(tree, key); }
+
+Location Experiment::where_any(const std::vector<std::string>& keys) const {
+    for (const auto& key : keys) {
+        Location at = where(key);
+        if (at.line > 0 && (at.file == source || at.file.rfind("<override", 0) == 0)) return at;
+    }
+    return where(keys.front());
+}
+
+static std::optional<long long> int_or_auto(const Node& tree, const std::string& key) {
+    if (is_keyword(tree, key, "auto")) return std::nullopt;
+    return get_int(tree, key);
+}
+
+static void check_name(const Node& tree, ErrorList& errors) {
+    const std::string name = get_string(tree, "name");
+    if (name.empty() || name.size() > 200 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos ||
+        name == "." || name == "..")
+        errors.add(location_of(tree, "name"), "name",
+                   "'" + name + "' cannot name a run directory: use letters, digits, '.', '_' and '-'");
+}
+
+// Checks that involve more than one key, or a key's shape beyond its type.
+static void check_cross_fields(const Experiment& e, ErrorList& errors) {
+    const std::string& pattern = e.model.window_pattern;
+    if (pattern.empty() || pattern.find_first_not_of("SLsl") != std::string::npos)
+        errors.add(e.where("model.window_pattern"), "model.window_pattern",
+                   "'" + pattern + "' must be a non-empty string of S (half context) and L (full context)");
+    if (e.model.head_dim % 2 != 0)
+        errors.add(e.where("model.head_dim"), "model.head_dim", "must be even: rotary embeddings rotate pairs of channels");
+    for (long long block : e.model.l3.after_layers)
+        if (block >= e.model.depth)
+            errors.add(e.where("model.l3.after_layers"), "model.l3.after_layers",
+                       "L3 after block " + std::to_string(block) + " is past the last block (depth " +
+                           std::to_string(e.model.depth) + " has blocks 0.." + std::to_string(e.model.depth - 1) + ")");
+    if (e.model.l3.tie_kv && e.model.l3.d_emb)
+        errors.add(e.where("model.l3.d_emb"), "model.l3.d_emb",
+                   "a tied table has the model's width; set model.l3.tie_kv: false to give values their own width");
+    if (e.horizon.target_param_data_ratio == 0.0)
+        errors.add(e.where("horizon.target_param_data_ratio"), "horizon.target_param_data_ratio",
+                   "must not be 0: batch size and weight decay are scaled by it (use a negative value to turn the "
+                   "horizon rule off)");
+    if (e.horizon.num_iterations <= 0 && e.horizon.target_flops <= 0 && e.horizon.target_param_data_ratio < 0)
+        errors.add(e.where_any({"horizon.target_param_data_ratio", "horizon.target_flops", "horizon.num_iterations"}),
+                   "horizon",
+                   "no training horizon: set num_iterations, target_flops or a positive target_param_data_ratio");
+    if (e.schedule.warmup_ratio + e.schedule.warmdown_ratio > 1.0)
+        errors.add(e.where_any({"schedule.warmup_ratio", "schedule.warmdown_ratio"}), "schedule",
+                   "warmup_ratio + warmdown_ratio exceeds 1 (" + format_float(e.schedule.warmup_ratio) + " + " +
+                       format_float(e.schedule.warmdown_ratio) + ")");
+}
+
+Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides) {
+    ErrorList errors;
+    Node tree = load_with_extends(path, errors);
+    for (size_t i = 0; i < overrides.size(); ++i) apply_override(tree, overrides[i], static_cast<int>(i + 1), errors);
+    errors.throw_if_any();  // unreadable files make every later message noise
+
+    tree.where = {path, 0, 0};
+    if (!tree.find("name")) {
+        Node name = Node::make_scalar(fs::path(path).stem().string(), {path, 0, 0});
+        name.quoted = true;
+        tree.set("name", std::move(name));
+    }
+    validate_and_complete(tree, experiment_schema(), errors);
+    errors.throw_if_any();
+    check_name(tree, errors);
+
+    Experiment e;
+    e.source = path;
+    e.name = get_string(tree, "name");
+    e.seed = get_int(tree, "seed");
+    e.device = get_string(tree, "device");
+
+    ModelConfig& m = e.model;
+    m.vocab_size = get_int(tree, "model.vocab_size");
+    m.sequence_len = get_int(tree, "model.sequence_len");
+    m.depth = get_int(tree, "model.depth");
+    m.aspect_ratio = get_int(tree, "model.aspect_ratio");
+    m.head_dim = get_int(tree, "model.head_dim");
+    m.n_kv_head = int_or_auto(tree, "model.n_kv_head");
+    m.window_pattern = get_string(tree, "model.window_pattern");
+    m.softcap = get_float(tree, "model.softcap");
+    m.pad_vocab_to = get_int(tree, "model.pad_vocab_to");
+    m.l3.after_layers = get_int_list(tree, "model.l3.after_layers");
+    m.l3.n_emb = int_or_auto(tree, "model.l3.n_emb");
+    m.l3.d_up = int_or_auto(tree, "model.l3.d_up");
+    m.l3.d_emb = int_or_auto(tree, "model.l3.d_emb");
+    m.l3.k_max = get_int(tree, "model.l3.k_max");
+    m.l3.tie_kv = get_bool(tree, "model.l3.tie_kv");
+    m.l3.allocation = get_string(tree, "model.l3.allocation");
+    m.l3.sample_rows = get_int(tree, "model.l3.sample_rows");
+
+    e.horizon.num_iterations = get_int(tree, "horizon.num_iterations");
+    e.horizon.target_flops = get_float(tree, "horizon.target_flops");
+    e.horizon.target_param_data_ratio = get_float(tree, "horizon.target_param_data_ratio");
+
+    e.batch.device_batch_size = get_int(tree, "batch.device_batch_size");
+    e.batch.total_batch_size = int_or_auto(tree, "batch.total_batch_size");
+    e.batch.reference_depth = get_int(tree, "batch.reference_depth");
+    e.batch.reference_batch_size = get_int(tree, "batch.reference_batch_size");
+
+    e.optimizer.embedding_lr = get_float(tree, "optimizer.embedding_lr");
+    e.optimizer.unembedding_lr = get_float(tree, "optimizer.unembedding_lr");
+    e.optimizer.matrix_lr = get_float(tree, "optimizer.matrix_lr");
+    e.optimizer.scalar_lr = get_float(tree, "optimizer.scalar_lr");
+    e.optimizer.adam_beta1 = get_float(tree, "optimizer.adam_beta1");
+    e.optimizer.adam_beta2 = get_float(tree, "optimizer.adam_beta2");
+    e.optimizer.weight_decay = get_float(tree, "optimizer.weight_decay");
+
+    e.schedule.warmup_ratio = get_float(tree, "schedule.warmup_ratio");
+    e.schedule.warmdown_ratio = get_float(tree, "schedule.warmdown_ratio");
+    e.schedule.final_lr_frac = get_float(tree, "schedule.final_lr_frac");
+
+    e.eval_every = get_int(tree, "eval.every");
+    e.eval_tokens = get_int(tree, "eval.tokens");
+    e.sample_every = get_int(tree, "sample.every");
+    e.sample_prompts = get_string_list(tree, "sample.prompts");
+    e.sample_max_tokens = get_int(tree, "sample.max_tokens");
+    e.checkpoint_every = get_int(tree, "checkpoint.every");
+    e.checkpoint_keep_last = get_int(tree, "checkpoint.keep_last");
+    e.data_tokenizer = get_string(tree, "data.tokenizer");
+    e.data_train = get_string(tree, "data.train");
+    e.data_val = get_string(tree, "data.val");
+    e.output_dir = get_string(tree, "output.dir");
+    e.tree = std::move(tree);
+
+    check_cross_fields(e, errors);
+    errors.throw_if_any();
+    return e;
+}
+
+std::string to_yaml(const Experiment& experiment) { return emit_yaml(experiment.tree, experiment_schema()); }
+
+}  // namespace l3lab::config

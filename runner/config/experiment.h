@@ -1,0 +1,97 @@
+// A resolved experiment: the validated YAML tree (for printing, hashing and freezing) plus the typed
+// values the rest of l3lab reads. This is the one place where YAML becomes plain structs.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runner/config/node.h"
+
+namespace l3lab::config {
+
+struct L3Config {
+    std::vector<long long> after_layers;
+    std::optional<long long> n_emb;  // nullopt = auto
+    std::optional<long long> d_up;   // nullopt = auto (4 * model_dim)
+    std::optional<long long> d_emb;  // nullopt = auto (model_dim)
+    long long k_max = 512;
+    bool tie_kv = true;
+    std::string allocation = "lzw";
+    long long sample_rows = 100;
+};
+
+struct ModelConfig {
+    long long vocab_size = 32768;
+    long long sequence_len = 2048;
+    long long depth = 20;
+    long long aspect_ratio = 64;
+    long long head_dim = 128;
+    std::optional<long long> n_kv_head;  // nullopt = n_head
+    std::string window_pattern = "SSSL";
+    double softcap = 15.0;
+    long long pad_vocab_to = 64;
+    L3Config l3;
+};
+
+struct HorizonConfig {
+    long long num_iterations = -1;
+    double target_flops = -1.0;
+    double target_param_data_ratio = 10.5;
+};
+
+struct BatchConfig {
+    long long device_batch_size = 32;
+    std::optional<long long> total_batch_size;  // nullopt = auto
+    long long reference_depth = 12;
+    long long reference_batch_size = 524288;
+};
+
+struct OptimizerConfig {
+    double embedding_lr = 0.3;
+    double unembedding_lr = 0.004;
+    double matrix_lr = 0.02;
+    double scalar_lr = 0.5;
+    double adam_beta1 = 0.8;
+    double adam_beta2 = 0.95;
+    double weight_decay = 0.2;
+};
+
+struct ScheduleConfig {
+    double warmup_ratio = 0.0;
+    double warmdown_ratio = 0.5;
+    double final_lr_frac = 0.0;
+};
+
+struct Experiment {
+    std::string source;  // the experiment file as given on the command line
+    Node tree;           // validated, defaults filled, canonical scalars
+    std::string name;
+    long long seed = 42;
+    std::string device = "auto";
+    ModelConfig model;
+    HorizonConfig horizon;
+    BatchConfig batch;
+    OptimizerConfig optimizer;
+    ScheduleConfig schedule;
+    long long eval_every = 250, eval_tokens = 20971520;
+    long long sample_every = 2000, sample_max_tokens = 16;
+    std::vector<std::string> sample_prompts;
+    long long checkpoint_every = -1, checkpoint_keep_last = 2;
+    std::string data_tokenizer, data_train, data_val, output_dir;
+
+    // Where a key's value came from, for errors found after loading (plan, model options).
+    Location where(const std::string& key) const;
+    // For a problem involving several keys: the first one set in the experiment file itself or on the
+    // command line (the likelier culprit), else the first.
+    Location where_any(const std::vector<std::string>& keys) const;
+};
+
+// Loads `path` with its extends chain, applies the overrides, validates. Throws ConfigException with
+// every problem found (exit code 2).
+Experiment load_experiment(const std::string& path, const std::vector<std::string>& overrides);
+
+// The resolved experiment as YAML: byte-identical for the same inputs.
+std::string to_yaml(const Experiment& experiment);
+
+}  // namespace l3lab::config

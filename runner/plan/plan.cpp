@@ -1,0 +1,111 @@
+#include "runner/plan/plan.h"
+
+#include <cmath>
+
+#include "runner/config/model_options.h"
+#include "runner/config/schema.h"
+
+namespace l3lab::plan {
+
+int64_t python_round(double x) {
+    // The default floating-point environment rounds to nearest, ties to even, like Python's round().
+    return static_cast<int64_t>(std::nearbyint(x));
+}
+
+static std::string fmt_int(int64_t v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return (v < 0 ? "-" : "") + out;
+}
+
+Plan make_plan(const config::Experiment& e, int world_size) {
+    using config::ErrorList;
+    ErrorList errors;
+    Plan p;
+    p.world_size = world_size;
+    p.model = config::model_options(e);
+    p.shape = modules::describe(p.model);
+    if (!p.model.l3.empty()) {
+        p.l3_n_emb = p.model.l3.front().options.n_emb;
+        p.l3_d_up = p.model.l3.front().options.d_up;
+    }
+    const auto& counts = p.shape.counts;
+    const int64_t flops_per_token = p.shape.flops_per_token;
+
+    // 1) Token horizon of the ratio rule, and the reference-depth horizon D_ref.
+    const double ratio = e.horizon.target_param_data_ratio;
+    p.scaling_params = counts.transformer_matrices + counts.lm_head;
+    p.target_tokens = static_cast<int64_t>(ratio * static_cast<double>(p.scaling_params));
+    const auto reference = modules::describe(config::reference_model_options(e, e.batch.reference_depth)).counts;
+    p.reference_scaling_params = reference.transformer_matrices + reference.lm_head;
+    p.reference_tokens = ratio * static_cast<double>(p.reference_scaling_params);
+    if (p.target_tokens == 0) {
+        errors.add(e.where("horizon.target_param_data_ratio"), "horizon.target_param_data_ratio",
+                   "too small: ratio x scaling params rounds to 0 tokens, and batch size and weight decay divide by it");
+        errors.throw_if_any();
+    }
+
+    // 2) Batch size: Power Lines (B_opt ~ D^0.383) relative to the reference, rounded to a power of 2.
+    const double b_ref = static_cast<double>(e.batch.reference_batch_size);
+    if (e.batch.total_batch_size) {
+        p.total_batch_size = *e.batch.total_batch_size;
+        p.batch_rule = "given";
+    } else {
+        double batch_size_ratio = static_cast<double>(p.target_tokens) / p.reference_tokens;
+        double predicted = b_ref * std::pow(batch_size_ratio, 0.383);
+        double exponent = static_cast<double>(python_round(std::log2(predicted)));
+        if (!(exponent >= 0 && exponent < 62)) {
+            errors.add(e.where("batch.total_batch_size"), "batch.total_batch_size",
+                       "auto batch size is out of range (2^" + std::to_string(exponent) + "); give one explicitly");
+            errors.throw_if_any();
+        }
+        p.total_batch_size = int64_t{1} << static_cast<int>(exponent);
+        p.batch_rule = "auto: 2^round(log2(" + fmt_int(e.batch.reference_batch_size) + " x (D/D_ref)^0.383))";
+    }
+
+    // 3) LR scale sqrt(B/B_ref); 4) weight decay x sqrt(B/B_ref) x D_ref/D.
+    const double batch_ratio = static_cast<double>(p.total_batch_size) / b_ref;
+    p.batch_lr_scale = batch_ratio != 1.0 ? std::pow(batch_ratio, 0.5) : 1.0;
+    p.weight_decay_scaled = e.optimizer.weight_decay * std::sqrt(static_cast<double>(p.total_batch_size) / b_ref) *
+                            (p.reference_tokens / static_cast<double>(p.target_tokens));
+
+    // Horizon, in the reference's order of precedence.
+    if (e.horizon.num_iterations > 0) {
+        p.num_iterations = e.horizon.num_iterations;
+        p.horizon_rule = "num_iterations";
+        p.horizon_detail = "given";
+    } else if (e.horizon.target_flops > 0) {
+        p.num_iterations = python_round(e.horizon.target_flops /
+                                        static_cast<double>(flops_per_token * p.total_batch_size));
+        p.horizon_rule = "target_flops";
+        p.horizon_detail = "from target_flops " + config::format_float(e.horizon.target_flops);
+    } else {
+        p.num_iterations = p.target_tokens / p.total_batch_size;
+        p.horizon_rule = "target_param_data_ratio";
+        p.horizon_detail = "from target_param_data_ratio " + config::format_float(ratio);
+    }
+    if (p.num_iterations == 0)
+        p.warnings.push_back("the horizon rounds to 0 optimizer steps: nothing would be trained");
+
+    p.total_tokens = p.total_batch_size * p.num_iterations;
+    p.tokens_per_scaling_param = static_cast<double>(p.total_tokens) / static_cast<double>(p.scaling_params);
+    p.total_flops = static_cast<double>(flops_per_token) * static_cast<double>(p.total_tokens);
+
+    // Gradient accumulation: the total batch must be a whole number of micro-batches on all ranks.
+    p.tokens_per_micro_batch = e.batch.device_batch_size * e.model.sequence_len * world_size;
+    if (p.total_batch_size % p.tokens_per_micro_batch != 0) {
+        errors.add(e.where("batch.total_batch_size"), "batch.total_batch_size",
+                   fmt_int(p.total_batch_size) + " tokens (" + p.batch_rule +
+                       ") is not a multiple of device_batch_size x sequence_len x world_size = " +
+                       std::to_string(e.batch.device_batch_size) + " x " + std::to_string(e.model.sequence_len) +
+                       " x " + std::to_string(world_size) + " = " + fmt_int(p.tokens_per_micro_batch));
+        errors.throw_if_any();
+    }
+    p.grad_accum_steps = p.total_batch_size / p.tokens_per_micro_batch;
+    return p;
+}
+
+}  // namespace l3lab::plan

@@ -1,0 +1,134 @@
+#include "runner/plan/report.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "runner/config/schema.h"
+
+namespace l3lab::plan {
+
+static std::string grouped(int64_t v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return (v < 0 ? "-" : "") + out;
+}
+
+namespace {
+struct Table {
+    std::ostringstream out;
+    void section(const std::string& title) { out << "\n" << title << "\n"; }
+    void row(const std::string& key, const std::string& value, const std::string& note = "") {
+        out << fmt::format("  {:<26} {:>20}", key, value);
+        if (!note.empty()) out << "   " << note;
+        out << "\n";
+    }
+};
+}  // namespace
+
+std::string plan_table(const config::Experiment& e, const Plan& p) {
+    const auto& m = p.model;
+    const auto& c = p.shape.counts;
+    Table t;
+    t.out << "plan for " << e.source << " (name: " << e.name << ", world size " << p.world_size << ")\n";
+
+    t.section("model");
+    t.row("depth (n_layer)", std::to_string(m.n_layer));
+    t.row("model_dim (n_embd)", std::to_string(m.n_embd),
+          fmt::format("ceil({} x {} / {}) x {}", m.n_layer, e.model.aspect_ratio, e.model.head_dim, e.model.head_dim));
+    t.row("heads (q / kv)", fmt::format("{} / {}", m.n_head, m.n_kv_head), fmt::format("head_dim {}", m.head_dim()));
+    t.row("vocab (padded)", fmt::format("{} ({})", m.vocab_size, m.padded_vocab_size()));
+    t.row("sequence_len", std::to_string(m.sequence_len), "window pattern " + m.window_pattern);
+    if (m.l3.empty()) {
+        t.row("L3 layers", "none");
+    } else {
+        std::string blocks;
+        for (const auto& l : m.l3) blocks += (blocks.empty() ? "" : ",") + std::to_string(l.after_block);
+        const auto& l3 = m.l3.front().options;
+        t.row("L3 after blocks", blocks, l3.tie_kv ? "tied K=V" : "untied K, V");
+        t.row("L3 n_emb", grouped(p.l3_n_emb),
+              fmt::format("{} ({:.1f} rows/token on average)", e.model.l3.n_emb ? "given" : "auto: max(V, params // 1000)",
+                          static_cast<double>(p.l3_n_emb) / static_cast<double>(m.vocab_size)));
+        t.row("L3 d_up", grouped(p.l3_d_up), e.model.l3.d_up ? "given" : "auto: 4 x model_dim");
+        t.row("L3 k_max", grouped(l3.k_max), "allocation " + e.model.l3.allocation);
+    }
+
+    t.section("parameters");
+    t.row("wte", grouped(c.wte));
+    t.row("value_embeds", grouped(c.value_embeds));
+    t.row("lm_head", grouped(c.lm_head));
+    t.row("transformer_matrices", grouped(c.transformer_matrices));
+    t.row("l3_embeds", grouped(c.l3_embeds));
+    t.row("l3_matrices", grouped(c.l3_matrices));
+    t.row("scalars", grouped(c.scalars));
+    t.row("total", grouped(c.total));
+    t.row("scaling params", grouped(p.scaling_params), "transformer_matrices + lm_head");
+    t.row("FLOPs / token", fmt::format("{:e}", static_cast<double>(p.shape.flops_per_token)), "reference estimate_flops()");
+
+    t.section("horizon and batch");
+    t.row("num_iterations", grouped(p.num_iterations), p.horizon_detail);
+    t.row("total_batch_size", grouped(p.total_batch_size), p.batch_rule);
+    t.row("micro-batch tokens", grouped(p.tokens_per_micro_batch),
+          fmt::format("{} x {} x world {}", e.batch.device_batch_size, m.sequence_len, p.world_size));
+    t.row("grad_accum_steps", grouped(p.grad_accum_steps));
+    t.row("total tokens", grouped(p.total_tokens));
+    t.row("tokens : scaling params", fmt::format("{:.2f}", p.tokens_per_scaling_param));
+    t.row("total FLOPs", fmt::format("{:e}", p.total_flops));
+    t.row("D_ref tokens", fmt::format("{:e}", p.reference_tokens),
+          fmt::format("ratio x scaling params of depth {} ({})", e.batch.reference_depth, grouped(p.reference_scaling_params)));
+
+    t.section("scaling");
+    t.row("batch LR scale", fmt::format("{:.6f}", p.batch_lr_scale),
+          fmt::format("sqrt(B / {})", grouped(e.batch.reference_batch_size)));
+    t.row("weight decay", fmt::format("{:.6f}", p.weight_decay_scaled),
+          fmt::format("{} x sqrt(B/B_ref) x D_ref/D", config::format_float(e.optimizer.weight_decay)));
+    t.row("AdamW dmodel LR scale", fmt::format("{:.6f}", std::pow(static_cast<double>(m.n_embd) / 768.0, -0.5)),
+          "(model_dim / 768)^-0.5");
+    for (const auto& w : p.warnings) t.out << "\nwarning: " << w << "\n";
+    return t.out.str();
+}
+
+std::string plan_json(const config::Experiment& e, const Plan& p) {
+    const auto& m = p.model;
+    const auto& c = p.shape.counts;
+    nlohmann::ordered_json j;
+    j["name"] = e.name;
+    j["world_size"] = p.world_size;
+    j["n_layer"] = m.n_layer;
+    j["n_embd"] = m.n_embd;
+    j["n_head"] = m.n_head;
+    j["n_kv_head"] = m.n_kv_head;
+    j["head_dim"] = m.head_dim();
+    j["vocab_size"] = m.vocab_size;
+    j["padded_vocab_size"] = m.padded_vocab_size();
+    j["params"] = {{"wte", c.wte},
+                   {"value_embeds", c.value_embeds},
+                   {"lm_head", c.lm_head},
+                   {"transformer_matrices", c.transformer_matrices},
+                   {"l3_embeds", c.l3_embeds},
+                   {"l3_matrices", c.l3_matrices},
+                   {"scalars", c.scalars},
+                   {"total", c.total}};
+    j["scaling_params"] = p.scaling_params;
+    j["flops_per_token"] = p.shape.flops_per_token;
+    j["num_iterations"] = p.num_iterations;
+    j["horizon_rule"] = p.horizon_rule;
+    j["total_batch_size"] = p.total_batch_size;
+    j["grad_accum_steps"] = p.grad_accum_steps;
+    j["total_tokens"] = p.total_tokens;
+    j["tokens_per_scaling_param"] = p.tokens_per_scaling_param;
+    j["total_flops"] = p.total_flops;
+    j["batch_lr_scale"] = p.batch_lr_scale;
+    j["weight_decay_scaled"] = p.weight_decay_scaled;
+    j["l3_n_emb"] = p.l3_n_emb;
+    j["l3_d_up"] = p.l3_d_up;
+    j["reference_tokens"] = p.reference_tokens;
+    j["warnings"] = p.warnings;
+    return j.dump(2) + "\n";
+}
+
+}  // namespace l3lab::plan

@@ -1,0 +1,42 @@
+#include "runner/torch_module.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+
+namespace l3lab {
+
+static std::filesystem::path executable_dir() {
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return std::filesystem::current_path();
+    buf[n] = '\0';
+    return std::filesystem::path(buf).parent_path();
+}
+
+const TorchModule* torch_module(std::string* error) {
+    static TorchModule module{};
+    static std::string load_error;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        const char* override_path = std::getenv("L3LAB_TORCH_MODULE");
+        std::string path = override_path ? override_path : (executable_dir() / "libl3lab_torch.so").string();
+        void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!handle) {
+            load_error = dlerror();
+            return;
+        }
+        module.runtime_info_fn = reinterpret_cast<const char* (*)()>(dlsym(handle, "l3lab_torch_runtime_info"));
+        if (!module.runtime_info_fn) load_error = path + " lacks l3lab_torch_runtime_info";
+    });
+    if (!load_error.empty() || !module.runtime_info_fn) {
+        if (error) *error = load_error;
+        return nullptr;
+    }
+    return &module;
+}
+
+}  // namespace l3lab

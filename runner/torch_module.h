@@ -1,0 +1,20 @@
+// libtorch lives in a separately loaded module (libl3lab_torch.so next to the executable) so that the
+// torch-free commands - config, plan, sweep plan - start in milliseconds instead of loading ~1 GB of
+// shared libraries. Commands that need torch ask for the module here; it is loaded once, on demand.
+#pragma once
+
+#include <string>
+
+namespace l3lab {
+
+// The module's C entry points, resolved with dlsym.
+struct TorchModule {
+    const char* (*runtime_info_fn)();  // multi-line "key: value" text
+
+    std::string runtime_info() const { return runtime_info_fn(); }
+};
+
+// nullptr (and a reason in *error) when the module is missing or cannot be loaded.
+const TorchModule* torch_module(std::string* error);
+
+}  // namespace l3lab

@@ -1,0 +1,99 @@
+// `l3lab plan` against golden numbers produced by running the reference's own base_train.py code
+// (tools/reference/make_plan_fixtures.py), for hand-picked and random configurations.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "runner/config/experiment.h"
+#include "runner/plan/plan.h"
+#include "test_util.h"
+
+using namespace l3lab;
+using nlohmann::json;
+
+namespace {
+
+json load_fixture(const std::string& name) {
+    std::ifstream in(test::kSourceDir / "tests" / "fixtures" / "plan" / name);
+    return json::parse(in);
+}
+
+void expect_equal(const json& expected, const json& actual, const std::string& key) {
+    SCOPED_TRACE(key);
+    ASSERT_FALSE(actual.is_null()) << "l3lab's plan lacks " << key;
+    if (expected.is_object()) {
+        for (const auto& [k, v] : expected.items()) expect_equal(v, actual.at(k), key + "." + k);
+    } else if (expected.is_number_float()) {
+        const double e = expected.get<double>(), a = actual.get<double>();
+        // Same formulas, same libm: identical in practice; allow 1 part in 1e12 for libm differences.
+        EXPECT_LE(std::fabs(a - e), 1e-12 * std::fabs(e)) << "expected " << e << ", got " << a;
+    } else {
+        EXPECT_EQ(expected, actual);
+    }
+}
+
+void check_cases(const std::string& fixture) {
+    json data = load_fixture(fixture);
+    ASSERT_GE(data["cases"].size(), 20u);
+    for (const auto& c : data["cases"]) {
+        SCOPED_TRACE(c["name"].get<std::string>() + " " + c["flags"].dump());
+        std::vector<std::string> args = {"plan", test::base_yaml(), "--json", "--world-size",
+                                         std::to_string(c["world_size"].get<int>())};
+        for (const auto& o : c["overrides"]) args.push_back(o.get<std::string>());
+        auto r = test::run_cli(args);
+        ASSERT_EQ(r.code, 0) << r.err;
+        json actual = json::parse(r.out);
+        for (const auto& [key, value] : c["expect"].items()) expect_equal(value, actual[key], key);
+    }
+}
+
+}  // namespace
+
+TEST(PlanParity, HandPickedCasesMatchTheReference) { check_cases("reference_plans.json"); }
+
+TEST(PlanParity, RandomCasesMatchTheReference) { check_cases("reference_plans_random.json"); }
+
+TEST(PlanParity, FixturesCoverEveryDepthRuleAndL3Setting) {
+    json data = load_fixture("reference_plans.json");
+    std::set<std::tuple<int, std::string, bool>> seen;
+    for (const auto& c : data["cases"])
+        seen.insert({c["expect"]["n_layer"].get<int>(), c["expect"]["horizon_rule"].get<std::string>(),
+                     c["expect"]["l3_n_emb"].get<long long>() > 0});
+    for (int depth : {4, 12, 20, 26})
+        for (const char* rule : {"num_iterations", "target_flops", "target_param_data_ratio"})
+            for (bool l3 : {false, true})
+                EXPECT_TRUE(seen.count({depth, rule, l3})) << depth << " " << rule << " l3=" << l3;
+}
+
+TEST(Plan, PythonRoundHalvesToEven) {
+    EXPECT_EQ(plan::python_round(0.5), 0);
+    EXPECT_EQ(plan::python_round(1.5), 2);
+    EXPECT_EQ(plan::python_round(2.5), 2);
+    EXPECT_EQ(plan::python_round(-0.5), 0);
+    EXPECT_EQ(plan::python_round(2.5000001), 3);
+}
+
+TEST(Plan, TableShowsTheRulesThatProducedTheNumbers) {
+    auto r = test::run_cli({"plan", (test::kSourceDir / "experiments" / "d12-l3.yaml").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("num_iterations"), std::string::npos);
+    EXPECT_NE(r.out.find("from target_param_data_ratio 10.5"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("auto: 2^round(log2(524,288 x (D/D_ref)^0.383))"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("L3 after blocks"), std::string::npos) << r.out;
+}
+
+TEST(Plan, ZeroStepHorizonIsReportedNotHidden) {
+    auto r = test::run_cli({"plan", test::base_yaml(), "--json", "model.depth=4", "horizon.target_flops=1e12"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["num_iterations"], 0);
+    EXPECT_NE(r.err.find("0 optimizer steps"), std::string::npos) << r.err;
+}
+
+TEST(Plan, WorldSizeChangesOnlyGradientAccumulation) {
+    auto one = json::parse(test::run_cli({"plan", test::base_yaml(), "--json", "model.depth=12"}).out);
+    auto eight = json::parse(test::run_cli({"plan", test::base_yaml(), "--json", "--world-size", "8", "model.depth=12"}).out);
+    EXPECT_EQ(one["num_iterations"], eight["num_iterations"]);
+    EXPECT_EQ(one["grad_accum_steps"].get<int>(), 8 * eight["grad_accum_steps"].get<int>());
+}
