@@ -27,9 +27,6 @@ std::vector<OptionError> L3LayerOptions::validate(int64_t n_embd, int64_t vocab_
         errors.push_back({"l3.n_emb", "n_emb " + std::to_string(n_emb) + " is smaller than the vocabulary (" +
                                           std::to_string(vocab_size) + "): every token needs at least one row"});
     if (k_max < 1) errors.push_back({"l3.k_max", "must be at least 1"});
-    else if (n_emb / k_max >= vocab_size && n_emb > vocab_size * k_max)
-        errors.push_back({"l3.n_emb", "n_emb " + std::to_string(n_emb) + " cannot be allocated: at most k_max x V = " +
-                                          std::to_string(vocab_size * k_max) + " rows fit"});
     if (d_up < 1) errors.push_back({"l3.d_up", "must be at least 1"});
     if (tie_kv && d_emb != n_embd)
         errors.push_back({"l3.d_emb", "tied tables use the model width; set tie_kv: false for a value width of " +

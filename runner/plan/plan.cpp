@@ -29,8 +29,14 @@ Plan make_plan(const config::Experiment& e, int world_size) {
     p.model = config::model_options(e);
     p.shape = modules::describe(p.model);
     if (!p.model.l3.empty()) {
-        p.l3_n_emb = p.model.l3.front().options.n_emb;
-        p.l3_d_up = p.model.l3.front().options.d_up;
+        const auto& l3 = p.model.l3.front().options;
+        p.l3_n_emb = l3.n_emb;
+        p.l3_d_up = l3.d_up;
+        // The reference accepts this silently; the rows past k_max x V are never allocated to a token.
+        if (l3.n_emb / l3.k_max >= p.model.vocab_size && l3.n_emb > p.model.vocab_size * l3.k_max)
+            p.warnings.push_back("L3 n_emb " + fmt_int(l3.n_emb) + " exceeds k_max x V = " +
+                                 fmt_int(p.model.vocab_size * l3.k_max) +
+                                 ": the extra rows can never be allocated (raise model.l3.k_max or lower n_emb)");
     }
     const auto& counts = p.shape.counts;
     const int64_t flops_per_token = p.shape.flops_per_token;

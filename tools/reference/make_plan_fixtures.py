@@ -393,11 +393,21 @@ def main():
     ap.add_argument("--nanochat", required=True, type=Path, help="nanochat checkout at b7629ef")
     ap.add_argument("--out", required=True, type=Path, help="output folder, e.g. tests/fixtures/plan")
     ap.add_argument("--verbose", action="store_true", help="print the reference's log for each hand case")
+    ap.add_argument("--seed", type=int, default=RANDOM_SEED,
+                    help="seed of the random cases (another seed gives a held-out set to check l3lab against)")
+    ap.add_argument("--random-cases", type=int, default=NUM_RANDOM_CASES, help="how many random cases")
+    ap.add_argument("--random-only", action="store_true",
+                    help="write only <out>/reference_plans_random.json (for held-out checks)")
     opts = ap.parse_args()
 
     verify_checkout(opts.nanochat)
     ref = Reference(opts.nanochat.resolve())
     opts.out.mkdir(parents=True, exist_ok=True)
+
+    if opts.random_only:
+        rcases, draws = random_cases(ref, random.Random(opts.seed), opts.random_cases)
+        write(opts.out / "reference_plans_random.json", rcases, ref.torch.__version__)
+        return
 
     cases = hand_cases()
     names = [c["name"] for c in cases]
@@ -410,7 +420,7 @@ def main():
         assert c["expect"]["num_iterations"] >= 1, f"{c['name']}: zero-step horizon"
     write(opts.out / "reference_plans.json", cases, ref.torch.__version__)
 
-    rcases, draws = random_cases(ref, random.Random(RANDOM_SEED), NUM_RANDOM_CASES)
+    rcases, draws = random_cases(ref, random.Random(opts.seed), opts.random_cases)
     print(f"random cases: {len(rcases)} kept of {draws} drawn")
     write(opts.out / "reference_plans_random.json", rcases, ref.torch.__version__)
 
