@@ -4,6 +4,7 @@
 
 #include "runner/config/model_options.h"
 #include "runner/config/schema.h"
+#include "runner/util/format.h"
 
 namespace l3lab::plan {
 
@@ -12,14 +13,6 @@ int64_t python_round(double x) {
     return static_cast<int64_t>(std::nearbyint(x));
 }
 
-static std::string fmt_int(int64_t v) {
-    std::string digits = std::to_string(v < 0 ? -v : v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-        if (i && (digits.size() - i) % 3 == 0) out += ',';
-        out += digits[i];
-    }
-    return (v < 0 ? "-" : "") + out;
-}
 
 Plan make_plan(const config::Experiment& e, int world_size) {
     using config::ErrorList;
@@ -34,8 +27,8 @@ Plan make_plan(const config::Experiment& e, int world_size) {
         p.l3_d_up = l3.d_up;
         // The reference accepts this silently; the rows past k_max x V are never allocated to a token.
         if (l3.n_emb / l3.k_max >= p.model.vocab_size && l3.n_emb > p.model.vocab_size * l3.k_max)
-            p.warnings.push_back("L3 n_emb " + fmt_int(l3.n_emb) + " exceeds k_max x V = " +
-                                 fmt_int(p.model.vocab_size * l3.k_max) +
+            p.warnings.push_back("L3 n_emb " + util::group_digits(l3.n_emb) + " exceeds k_max x V = " +
+                                 util::group_digits(p.model.vocab_size * l3.k_max) +
                                  ": the extra rows can never be allocated (raise model.l3.k_max or lower n_emb)");
     }
     const auto& counts = p.shape.counts;
@@ -69,7 +62,7 @@ Plan make_plan(const config::Experiment& e, int world_size) {
             errors.throw_if_any();
         }
         p.total_batch_size = int64_t{1} << static_cast<int>(exponent);
-        p.batch_rule = "auto: 2^round(log2(" + fmt_int(e.batch.reference_batch_size) + " x (D/D_ref)^0.383))";
+        p.batch_rule = "auto: 2^round(log2(" + util::group_digits(e.batch.reference_batch_size) + " x (D/D_ref)^0.383))";
     }
 
     // 3) LR scale sqrt(B/B_ref); 4) weight decay x sqrt(B/B_ref) x D_ref/D.
@@ -104,10 +97,10 @@ Plan make_plan(const config::Experiment& e, int world_size) {
     p.tokens_per_micro_batch = e.batch.device_batch_size * e.model.sequence_len * world_size;
     if (p.total_batch_size % p.tokens_per_micro_batch != 0) {
         errors.add(e.where("batch.total_batch_size"), "batch.total_batch_size",
-                   fmt_int(p.total_batch_size) + " tokens (" + p.batch_rule +
+                   util::group_digits(p.total_batch_size) + " tokens (" + p.batch_rule +
                        ") is not a multiple of device_batch_size x sequence_len x world_size = " +
                        std::to_string(e.batch.device_batch_size) + " x " + std::to_string(e.model.sequence_len) +
-                       " x " + std::to_string(world_size) + " = " + fmt_int(p.tokens_per_micro_batch));
+                       " x " + std::to_string(world_size) + " = " + util::group_digits(p.tokens_per_micro_batch));
         errors.throw_if_any();
     }
     p.grad_accum_steps = p.total_batch_size / p.tokens_per_micro_batch;

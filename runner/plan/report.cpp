@@ -6,17 +6,10 @@
 #include <sstream>
 
 #include "runner/config/schema.h"
+#include "runner/util/format.h"
 
 namespace l3lab::plan {
 
-static std::string grouped(int64_t v) {
-    std::string digits = std::to_string(v < 0 ? -v : v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-        if (i && (digits.size() - i) % 3 == 0) out += ',';
-        out += digits[i];
-    }
-    return (v < 0 ? "-" : "") + out;
-}
 
 namespace {
 struct Table {
@@ -50,40 +43,40 @@ std::string plan_table(const config::Experiment& e, const Plan& p) {
         for (const auto& l : m.l3) blocks += (blocks.empty() ? "" : ",") + std::to_string(l.after_block);
         const auto& l3 = m.l3.front().options;
         t.row("L3 after blocks", blocks, l3.tie_kv ? "tied K=V" : "untied K, V");
-        t.row("L3 n_emb", grouped(p.l3_n_emb),
+        t.row("L3 n_emb", util::group_digits(p.l3_n_emb),
               fmt::format("{} ({:.1f} rows/token on average)", e.model.l3.n_emb ? "given" : "auto: max(V, params // 1000)",
                           static_cast<double>(p.l3_n_emb) / static_cast<double>(m.vocab_size)));
-        t.row("L3 d_up", grouped(p.l3_d_up), e.model.l3.d_up ? "given" : "auto: 4 x model_dim");
-        t.row("L3 k_max", grouped(l3.k_max), "allocation " + e.model.l3.allocation);
+        t.row("L3 d_up", util::group_digits(p.l3_d_up), e.model.l3.d_up ? "given" : "auto: 4 x model_dim");
+        t.row("L3 k_max", util::group_digits(l3.k_max), "allocation " + e.model.l3.allocation);
     }
 
     t.section("parameters");
-    t.row("wte", grouped(c.wte));
-    t.row("value_embeds", grouped(c.value_embeds));
-    t.row("lm_head", grouped(c.lm_head));
-    t.row("transformer_matrices", grouped(c.transformer_matrices));
-    t.row("l3_embeds", grouped(c.l3_embeds));
-    t.row("l3_matrices", grouped(c.l3_matrices));
-    t.row("scalars", grouped(c.scalars));
-    t.row("total", grouped(c.total));
-    t.row("scaling params", grouped(p.scaling_params), "transformer_matrices + lm_head");
+    t.row("wte", util::group_digits(c.wte));
+    t.row("value_embeds", util::group_digits(c.value_embeds));
+    t.row("lm_head", util::group_digits(c.lm_head));
+    t.row("transformer_matrices", util::group_digits(c.transformer_matrices));
+    t.row("l3_embeds", util::group_digits(c.l3_embeds));
+    t.row("l3_matrices", util::group_digits(c.l3_matrices));
+    t.row("scalars", util::group_digits(c.scalars));
+    t.row("total", util::group_digits(c.total));
+    t.row("scaling params", util::group_digits(p.scaling_params), "transformer_matrices + lm_head");
     t.row("FLOPs / token", fmt::format("{:e}", static_cast<double>(p.shape.flops_per_token)), "reference estimate_flops()");
 
     t.section("horizon and batch");
-    t.row("num_iterations", grouped(p.num_iterations), p.horizon_detail);
-    t.row("total_batch_size", grouped(p.total_batch_size), p.batch_rule);
-    t.row("micro-batch tokens", grouped(p.tokens_per_micro_batch),
+    t.row("num_iterations", util::group_digits(p.num_iterations), p.horizon_detail);
+    t.row("total_batch_size", util::group_digits(p.total_batch_size), p.batch_rule);
+    t.row("micro-batch tokens", util::group_digits(p.tokens_per_micro_batch),
           fmt::format("{} x {} x world {}", e.batch.device_batch_size, m.sequence_len, p.world_size));
-    t.row("grad_accum_steps", grouped(p.grad_accum_steps));
-    t.row("total tokens", grouped(p.total_tokens));
+    t.row("grad_accum_steps", util::group_digits(p.grad_accum_steps));
+    t.row("total tokens", util::group_digits(p.total_tokens));
     t.row("tokens : scaling params", fmt::format("{:.2f}", p.tokens_per_scaling_param));
     t.row("total FLOPs", fmt::format("{:e}", p.total_flops));
     t.row("D_ref tokens", fmt::format("{:e}", p.reference_tokens),
-          fmt::format("ratio x scaling params of depth {} ({})", e.batch.reference_depth, grouped(p.reference_scaling_params)));
+          fmt::format("ratio x scaling params of depth {} ({})", e.batch.reference_depth, util::group_digits(p.reference_scaling_params)));
 
     t.section("scaling");
     t.row("batch LR scale", fmt::format("{:.6f}", p.batch_lr_scale),
-          fmt::format("sqrt(B / {})", grouped(e.batch.reference_batch_size)));
+          fmt::format("sqrt(B / {})", util::group_digits(e.batch.reference_batch_size)));
     t.row("weight decay", fmt::format("{:.6f}", p.weight_decay_scaled),
           fmt::format("{} x sqrt(B/B_ref) x D_ref/D", config::format_float(e.optimizer.weight_decay)));
     t.row("AdamW dmodel LR scale", fmt::format("{:.6f}", std::pow(static_cast<double>(m.n_embd) / 768.0, -0.5)),
