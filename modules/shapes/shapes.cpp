@@ -157,7 +157,8 @@ ModelShape describe(const GPTOptions& o) {
 }
 
 int64_t auto_l3_n_emb(GPTOptions options) {
-    for (auto& placement : options.l3) placement.options.n_emb = options.vocab_size;
+    for (auto& placement : options.l3)
+        if (placement.options.n_emb <= 0) placement.options.n_emb = options.vocab_size;
     const int64_t total = count_params(describe(options).params).total;
     return std::max(options.vocab_size, total / 1000);
 }

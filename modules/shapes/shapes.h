@@ -47,8 +47,8 @@ ModelShape describe(const GPTOptions& options);
 ParamCounts count_params(const std::vector<ParamShape>& params);
 int64_t estimate_flops(const GPTOptions& options, const std::vector<ParamShape>& params);
 
-// Reference rule for `n_emb: auto`: build the model with every L3 table at V rows, count all its
-// parameters, and take max(V, total // 1000).
+// Reference rule for `n_emb: auto`: build the model with every auto L3 table (n_emb <= 0) at V rows,
+// count all its parameters, and take max(V, total // 1000).
 int64_t auto_l3_n_emb(GPTOptions options);
 
 }  // namespace l3lab::modules

@@ -102,6 +102,32 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     m.l3.tie_kv = get_bool(tree, "model.l3.tie_kv");
     m.l3.allocation = get_string(tree, "model.l3.allocation");
     m.l3.sample_rows = get_int(tree, "model.l3.sample_rows");
+    const Node& graph = *tree.find_path("model.graph");
+    for (size_t i = 0; i < graph.items.size(); ++i) {
+        const Node& item = graph.items[i];
+        GraphEntry entry;
+        entry.path = "model.graph[" + std::to_string(i) + "]";
+        if (const Node* n = item.find("type")) entry.type = n->scalar;
+        if (const Node* n = item.find("repeat")) entry.repeat = std::stoll(n->scalar);
+        auto int_or_auto_entry = [&](const char* key, std::optional<std::optional<long long>>& into) {
+            if (const Node* n = item.find(key))
+                into = n->scalar_type == ScalarType::Keyword ? std::optional<long long>{} : std::stoll(n->scalar);
+        };
+        int_or_auto_entry("n_emb", entry.n_emb);
+        int_or_auto_entry("d_up", entry.d_up);
+        int_or_auto_entry("d_emb", entry.d_emb);
+        if (const Node* n = item.find("k_max")) entry.k_max = std::stoll(n->scalar);
+        if (const Node* n = item.find("tie_kv")) entry.tie_kv = n->scalar == "true";
+        static const char* l3_only[] = {"n_emb", "d_up", "d_emb", "k_max", "tie_kv"};
+        if (entry.type == "block") {
+            for (const char* key : l3_only)
+                if (const Node* n = item.find(key))
+                    errors.add(n->key_where, entry.path + "." + key, "only an l3 entry takes this option");
+        } else if (const Node* n = item.find("repeat")) {
+            errors.add(n->key_where, entry.path + ".repeat", "only a block entry repeats");
+        }
+        m.graph.push_back(std::move(entry));
+    }
 
     e.horizon.num_iterations = get_int(tree, "horizon.num_iterations");
     e.horizon.target_flops = get_float(tree, "horizon.target_flops");

@@ -21,6 +21,16 @@ struct L3Config {
     long long sample_rows = 100;
 };
 
+// One entry of an explicit `model.graph`. Unset L3 options fall back to model.l3's.
+struct GraphEntry {
+    std::string type;  // "block" or "l3"
+    long long repeat = 1;
+    std::optional<std::optional<long long>> n_emb, d_up, d_emb;  // outer: set here; inner nullopt: auto
+    std::optional<long long> k_max;
+    std::optional<bool> tie_kv;
+    std::string path;  // "model.graph[2]", for errors
+};
+
 struct ModelConfig {
     long long vocab_size = 32768;
     long long sequence_len = 2048;
@@ -32,6 +42,7 @@ struct ModelConfig {
     double softcap = 15.0;
     long long pad_vocab_to = 64;
     L3Config l3;
+    std::vector<GraphEntry> graph;  // empty: the standard stack from depth and l3.after_layers
 };
 
 struct HorizonConfig {

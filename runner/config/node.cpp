@@ -30,7 +30,17 @@ const Node* Node::find_path(std::string_view dotted) const {
         size_t dot = dotted.find('.');
         std::string_view head = dotted.substr(0, dot);
         if (!node->is_map()) return nullptr;
+        // "graph[2]": a list item
+        size_t bracket = head.find('[');
+        long index = -1;
+        if (bracket != std::string_view::npos && head.back() == ']') {
+            index = std::strtol(std::string(head.substr(bracket + 1)).c_str(), nullptr, 10);
+            head = head.substr(0, bracket);
+        }
         node = node->find(head);
+        if (node && index >= 0) node = node->is_sequence() && index < static_cast<long>(node->items.size())
+                                           ? &node->items[index]
+                                           : nullptr;
         if (dot == std::string_view::npos) return node;
         dotted.remove_prefix(dot + 1);
     }

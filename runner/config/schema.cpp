@@ -48,6 +48,22 @@ const Schema& experiment_schema() {
              {"lzw", "frequency"}});
         add({"model.l3.sample_rows", T::Int, "100", "rows of sequence_len tokens sampled for the allocation",
              {}, {}, 1, 1e9});
+        {
+            // An explicit stack: blocks and L3 layers in order; L3 options default to model.l3's.
+            Field graph{"model.graph", T::RecordList, "[]",
+                        "explicit stack, e.g. [{type: block, repeat: 4}, {type: l3}, {type: block, repeat: 8}]"};
+            graph.record = {
+                {"type", T::Enum, "", "module type", {"block", "l3"}},
+                {"repeat", T::Int, "", "block: how many blocks in a row", {}, {}, 1, 10000},
+                {"n_emb", T::Int, "", "l3: rows in the table", {}, {"auto"}, 1, 1e12},
+                {"d_up", T::Int, "", "l3: up-projection width", {}, {"auto"}, 1, 1e7},
+                {"d_emb", T::Int, "", "l3: untied value width", {}, {"auto"}, 1, 1e7},
+                {"k_max", T::Int, "", "l3: most rows per token", {}, {}, 1, 1e7},
+                {"tie_kv", T::Bool, "", "l3: one table for keys and values"},
+            };
+            graph.record.front().required = true;
+            add(std::move(graph));
+        }
 
         add({"horizon.num_iterations", T::Int, "-1", "explicit number of steps (-1 = off)", {}, {}, 1, 1e15,
              disabled});
@@ -188,6 +204,7 @@ static std::string type_name(const Field& f) {
         case FieldType::Enum: base = "one of " + quote_list(f.choices); break;
         case FieldType::IntList: base = "a list of integers, like [3, 7]"; break;
         case FieldType::StringList: base = "a list of strings"; break;
+        case FieldType::RecordList: base = "a list of maps"; break;
     }
     for (const auto& k : f.keywords) base += " or `" + k + "`";
     return base;
@@ -359,8 +376,47 @@ struct Validator {
         }
     }
 
+    void record_list(Node& node, const Field& f) {
+        if (!node.is_sequence()) {
+            errors.add(node.where, f.path, "expected " + type_name(f) + ", got " + node.describe());
+            return;
+        }
+        std::vector<std::string> names;
+        for (const auto& r : f.record) names.push_back(r.path);
+        for (size_t i = 0; i < node.items.size(); ++i) {
+            Node& item = node.items[i];
+            const std::string item_path = f.path + "[" + std::to_string(i) + "]";
+            if (!item.is_map()) {
+                errors.add(item.where, item_path, "expected a map with keys " + quote_list(names) + ", got " + item.describe());
+                continue;
+            }
+            std::vector<std::string> bad;
+            for (auto& [key, value] : item.entries) {
+                auto it = std::find_if(f.record.begin(), f.record.end(), [&](const Field& r) { return r.path == key; });
+                if (it == f.record.end()) {
+                    std::string message = "unknown key";
+                    if (std::string near = did_you_mean(key, names); !near.empty()) message += "; did you mean '" + near + "'?";
+                    else message += " (valid keys here: " + quote_list(names) + ")";
+                    errors.add(value.key_where.line ? value.key_where : value.where, item_path + "." + key, message);
+                    bad.push_back(key);
+                    continue;
+                }
+                Field located = *it;
+                located.path = item_path + "." + key;
+                leaf(value, located);
+            }
+            for (const auto& key : bad) item.erase(key);
+            for (const auto& r : f.record)
+                if (r.required && !item.find(r.path))
+                    errors.add(item.where, item_path, "missing required key '" + r.path + "'");
+        }
+    }
+
     void leaf(Node& node, const Field& f) {
         switch (f.type) {
+            case FieldType::RecordList:
+                record_list(node, f);
+                return;
             case FieldType::IntList:
             case FieldType::StringList: {
                 if (!node.is_sequence()) {
@@ -485,6 +541,31 @@ struct Emitter {
             if (value.is_map()) {
                 out << "\n";
                 map(value, path, indent + 2);
+            } else if (value.is_sequence() && !value.items.empty() && value.items.front().is_map()) {
+                out << "\n";
+                const Field* f = nullptr;
+                for (const auto& field : schema)
+                    if (field.path == path) f = &field;
+                for (const auto& item : value.items) {
+                    bool first = true;
+                    auto emit_entry = [&](const std::string& k, const Node& v) {
+                        out << std::string(indent + 2, ' ') << (first ? "- " : "  ") << k << ": ";
+                        if (v.is_sequence()) {
+                            out << "[";
+                            for (size_t i = 0; i < v.items.size(); ++i) out << (i ? ", " : "") << scalar_text(v.items[i]);
+                            out << "]\n";
+                        } else {
+                            out << scalar_text(v) << "\n";
+                        }
+                        first = false;
+                    };
+                    if (f) {  // record keys in schema order
+                        for (const auto& r : f->record)
+                            if (const Node* v = item.find(r.path)) emit_entry(r.path, *v);
+                    } else {
+                        for (const auto& [k, v] : item.entries) emit_entry(k, v);
+                    }
+                }
             } else if (value.is_sequence()) {
                 bool strings = std::any_of(value.items.begin(), value.items.end(),
                                            [](const Node& n) { return n.scalar_type == ScalarType::String; });

@@ -11,7 +11,7 @@
 
 namespace l3lab::config {
 
-enum class FieldType { Int, Float, Bool, String, Enum, IntList, StringList };
+enum class FieldType { Int, Float, Bool, String, Enum, IntList, StringList, RecordList };
 
 struct Field {
     std::string path;                   // dotted key
@@ -23,6 +23,8 @@ struct Field {
     std::optional<double> min = {};          // inclusive
     std::optional<double> max = {};          // inclusive
     std::optional<double> disabled = {};     // a sentinel accepted outside [min, max] (-1 = disabled)
+    std::vector<Field> record = {};          // RecordList: the keys of each item (their paths are bare names)
+    bool required = false;                   // inside a record: must be given
 };
 
 using Schema = std::vector<Field>;
