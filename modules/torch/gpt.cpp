@@ -1,0 +1,249 @@
+#include "modules/torch/gpt.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+
+#include "modules/torch/l3_segment.h"
+#include "modules/torch/registry.h"
+
+namespace l3lab::modules {
+
+using torch::nn::Linear;
+using torch::nn::LinearOptions;
+
+at::Tensor rms_norm(const at::Tensor& x) { return at::rms_norm(x, {x.size(-1)}); }
+
+static Linear linear(int64_t in, int64_t out) { return Linear(LinearOptions(in, out).bias(false)); }
+
+// Rotate channel halves: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos (x [B, T, H, D]).
+static at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    const int64_t d = x.size(3) / 2;
+    at::Tensor x1 = x.slice(3, 0, d), x2 = x.slice(3, d);
+    at::Tensor y1 = x1 * cos + x2 * sin;
+    at::Tensor y2 = x1 * (-sin) + x2 * cos;
+    return at::cat({y1, y2}, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+at::Tensor windowed_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window) {
+    // q [B, H, T, D]; k, v [B, H, T, D] (kv heads already expanded).
+    const int64_t T = q.size(2);
+    if (window < 0 || window >= T - 1) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    at::Tensor i = at::arange(T, q.options().dtype(at::kLong)).unsqueeze(1);
+    at::Tensor j = at::arange(T, q.options().dtype(at::kLong)).unsqueeze(0);
+    at::Tensor visible = (j <= i).logical_and_(i - j <= window);
+    return at::scaled_dot_product_attention(q, k, v, visible, 0.0, /*is_causal=*/false);
+}
+
+AttentionImpl::AttentionImpl(const GPTOptions& o, int64_t layer)
+    : n_head(o.n_head), n_kv_head(o.n_kv_head), head_dim(o.head_dim()) {
+    c_q = register_module("c_q", linear(o.n_embd, n_head * head_dim));
+    c_k = register_module("c_k", linear(o.n_embd, n_kv_head * head_dim));
+    c_v = register_module("c_v", linear(o.n_embd, n_kv_head * head_dim));
+    c_proj = register_module("c_proj", linear(o.n_embd, o.n_embd));
+    if (o.has_value_embedding(layer))
+        ve_gate = register_module("ve_gate", linear(GPTOptions::kValueEmbedGateChannels, n_kv_head));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos,
+                                  const at::Tensor& sin, int64_t window) {
+    const int64_t B = x.size(0), T = x.size(1);
+    at::Tensor q = c_q(x).view({B, T, n_head, head_dim});
+    at::Tensor k = c_k(x).view({B, T, n_kv_head, head_dim});
+    at::Tensor v = c_v(x).view({B, T, n_kv_head, head_dim});
+    if (ve.defined()) {
+        // Value residual: mix in the value embedding with an input-dependent gate in (0, 2) per kv head.
+        at::Tensor gate = 2 * at::sigmoid(ve_gate(x.slice(-1, 0, GPTOptions::kValueEmbedGateChannels)));
+        v = v + gate.unsqueeze(-1) * ve.view({B, T, n_kv_head, head_dim});
+    }
+    q = rms_norm(apply_rotary(q, cos, sin));
+    k = rms_norm(apply_rotary(k, cos, sin));
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    v = v.transpose(1, 2);
+    if (n_kv_head != n_head) {
+        k = k.repeat_interleave(n_head / n_kv_head, 1);
+        v = v.repeat_interleave(n_head / n_kv_head, 1);
+    }
+    at::Tensor y = windowed_causal_attention(q, k, v, window);
+    y = y.transpose(1, 2).contiguous().view({B, T, -1});
+    return c_proj(y);
+}
+
+MLPImpl::MLPImpl(int64_t n_embd) {
+    c_fc = register_module("c_fc", linear(n_embd, 4 * n_embd));
+    c_proj = register_module("c_proj", linear(4 * n_embd, n_embd));
+}
+
+at::Tensor MLPImpl::forward(const at::Tensor& x) { return c_proj(at::relu(c_fc(x)).square()); }
+
+BlockImpl::BlockImpl(const GPTOptions& o, int64_t layer) {
+    attn = register_module("attn", Attention(o, layer));
+    mlp = register_module("mlp", MLP(o.n_embd));
+}
+
+at::Tensor BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& ve, const at::Tensor& cos, const at::Tensor& sin,
+                              int64_t window) {
+    at::Tensor x = x_in + attn(rms_norm(x_in), ve, cos, sin, window);
+    return x + mlp(rms_norm(x));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+L3LayerImpl::L3LayerImpl(const L3LayerOptions& o, int64_t n_embd_) : options(o), n_embd(n_embd_) {
+    if (o.tie_kv) {
+        kv_weight = register_parameter("kv_weight", at::empty({o.n_emb, n_embd}));
+    } else {
+        k_weight = register_parameter("k_weight", at::empty({o.n_emb, n_embd}));
+        v_weight = register_parameter("v_weight", at::empty({o.n_emb, o.d_emb}));
+    }
+    bounds = register_buffer("bounds", at::zeros({1}, at::kLong));
+    w_up = register_module("w_up", linear(o.d_emb, o.d_up));
+    w_mix = register_module("w_mix", linear(o.d_up + n_embd, n_embd));
+}
+
+void L3LayerImpl::set_bounds(const at::Tensor& b) {
+    TORCH_CHECK(b.dim() == 1 && b.scalar_type() == at::kLong, "L3 bounds must be a 1-D int64 tensor");
+    TORCH_CHECK(b[-1].item<int64_t>() <= options.n_emb, "L3 bounds reach row ", b[-1].item<int64_t>(),
+                " but the table has ", options.n_emb, " rows");
+    // Keep the registered buffer object (state_dict holds it) and swap its contents.
+    bounds.set_data(b.to(keys().device()));
+}
+
+at::Tensor L3LayerImpl::forward(const at::Tensor& x, const at::Tensor& token_ids) {
+    TORCH_CHECK(bounds.numel() >= 2, "L3 layer used before its bounds were set (set_bounds or load weights)");
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+    at::Tensor q = rms_norm(x).reshape({B * T, C});
+    at::Tensor a = l3_segment_attention(q, keys(), values(), token_ids.reshape({B * T}), bounds);
+    at::Tensor up = rms_norm(w_up(a.view({B, T, -1})));
+    return w_mix(at::cat({up, x}, -1));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TransformerImpl::TransformerImpl(const GPTOptions& o) {
+    wte = register_module("wte", torch::nn::Embedding(o.padded_vocab_size(), o.n_embd));
+    h = register_module("h", torch::nn::ModuleList());
+    for (int64_t i = 0; i < o.n_layer; ++i) h->push_back(module_builder("block")(o, i));
+}
+
+GPTImpl::GPTImpl(const GPTOptions& o) : options(o), windows_(o.window_sizes()) {
+    transformer = register_module("transformer", Transformer(o));
+    lm_head = register_module("lm_head", linear(o.n_embd, o.padded_vocab_size()));
+    resid_lambdas = register_parameter("resid_lambdas", at::ones({o.n_layer}));
+    x0_lambdas = register_parameter("x0_lambdas", at::zeros({o.n_layer}));
+    std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> ve, l3;
+    for (int64_t i = 0; i < o.n_layer; ++i)
+        if (o.has_value_embedding(i))
+            ve.emplace_back(std::to_string(i), torch::nn::Embedding(o.padded_vocab_size(), o.kv_dim()).ptr());
+    for (const auto& placement : o.l3)
+        l3.emplace_back(std::to_string(placement.after_block), module_builder("l3")(o, placement.after_block));
+    value_embeds = register_module("value_embeds", torch::nn::ModuleDict(ve));
+    l3_layers = register_module("l3_layers", torch::nn::ModuleDict(l3));
+    build_rotary(at::kCPU);
+}
+
+void GPTImpl::build_rotary(const at::Device& device) {
+    // As the reference: 10x the sequence length, base 10000, halves split, rounded to bfloat16.
+    const int64_t head_dim = options.head_dim(), seq = options.sequence_len * 10;
+    auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+    at::Tensor channel = at::arange(0, head_dim, 2, f32);
+    at::Tensor inv_freq = at::reciprocal(at::pow(10000, channel / static_cast<double>(head_dim)));
+    at::Tensor freqs = at::outer(at::arange(seq, f32), inv_freq);
+    cos = freqs.cos().to(at::kBFloat16).unsqueeze(0).unsqueeze(2);
+    sin = freqs.sin().to(at::kBFloat16).unsqueeze(0).unsqueeze(2);
+}
+
+void GPTImpl::init_weights() {
+    torch::NoGradGuard no_grad;
+    auto& wte = transformer->wte->weight;
+    wte.normal_(0.0, 1.0);
+    lm_head->weight.normal_(0.0, 0.001);
+    // Uniform with the same standard deviation as N(0, 1/C): bound sqrt(3) / sqrt(C).
+    const double s = std::pow(3.0, 0.5) * std::pow(static_cast<double>(options.n_embd), -0.5);
+    for (const auto& module : *transformer->h) {
+        auto block = module->as<BlockImpl>();
+        block->attn->c_q->weight.uniform_(-s, s);
+        block->attn->c_k->weight.uniform_(-s, s);
+        block->attn->c_v->weight.uniform_(-s, s);
+        block->attn->c_proj->weight.zero_();
+        block->mlp->c_fc->weight.uniform_(-s, s);
+        block->mlp->c_proj->weight.zero_();
+    }
+    resid_lambdas.fill_(1.0);
+    x0_lambdas.fill_(0.1);
+    for (const auto& item : value_embeds->items()) item.second->as<torch::nn::EmbeddingImpl>()->weight.uniform_(-s, s);
+    for (const auto& module : *transformer->h) {
+        auto block = module->as<BlockImpl>();
+        if (!block->attn->ve_gate.is_empty()) block->attn->ve_gate->weight.zero_();
+    }
+    for (const auto& item : l3_layers->items()) {
+        auto l3 = item.second->as<L3LayerImpl>();
+        if (l3->options.tie_kv) {
+            l3->kv_weight.normal_(0.0, 1.0);
+        } else {
+            l3->k_weight.normal_(0.0, 1.0);
+            l3->v_weight.normal_(0.0, 1.0);
+        }
+        l3->w_up->weight.uniform_(-s, s);
+        l3->w_mix->weight.zero_();
+    }
+    build_rotary(wte.device());
+}
+
+void GPTImpl::cast_embeddings_to_bf16() {
+    torch::NoGradGuard no_grad;
+    auto cast = [](at::Tensor& p) { p.set_data(p.to(at::kBFloat16)); };
+    cast(transformer->wte->weight);
+    for (const auto& item : value_embeds->items()) cast(item.second->as<torch::nn::EmbeddingImpl>()->weight);
+    for (const auto& item : l3_layers->items()) {
+        auto l3 = item.second->as<L3LayerImpl>();
+        if (l3->options.tie_kv) {
+            cast(l3->kv_weight);
+        } else {
+            cast(l3->k_weight);
+            cast(l3->v_weight);
+        }
+    }
+}
+
+at::Tensor GPTImpl::hidden(const at::Tensor& idx) {
+    const int64_t T = idx.size(1);
+    TORCH_CHECK(T <= cos.size(1), "sequence of ", T, " tokens is longer than the rotary cache (", cos.size(1), ")");
+    if (cos.device() != idx.device()) build_rotary(idx.device());
+    at::Tensor c = cos.slice(1, 0, T), s = sin.slice(1, 0, T);
+    at::Tensor x = rms_norm(transformer->wte(idx));
+    const at::Tensor x0 = x;
+    for (int64_t i = 0; i < options.n_layer; ++i) {
+        x = resid_lambdas[i] * x + x0_lambdas[i] * x0;
+        const std::string key = std::to_string(i);
+        at::Tensor ve;
+        if (value_embeds->contains(key)) ve = value_embeds[key]->as<torch::nn::EmbeddingImpl>()->forward(idx);
+        x = transformer->h[i]->as<BlockImpl>()->forward(x, ve, c, s, windows_[i]);
+        if (l3_layers->contains(key)) x = x + l3_layers[key]->as<L3LayerImpl>()->forward(x, idx);
+    }
+    return rms_norm(x);
+}
+
+at::Tensor GPTImpl::forward(const at::Tensor& idx) {
+    at::Tensor logits = lm_head(hidden(idx)).slice(-1, 0, options.vocab_size).to(at::kFloat);
+    return options.softcap * at::tanh(logits / options.softcap);
+}
+
+at::Tensor GPTImpl::loss(const at::Tensor& idx, const at::Tensor& targets, LossReduction reduction) {
+    at::Tensor logits = forward(idx);
+    return at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), {},
+                                  reduction == LossReduction::Mean ? at::Reduction::Mean : at::Reduction::None,
+                                  /*ignore_index=*/-1);
+}
+
+std::vector<std::pair<std::string, Role>> GPTImpl::parameter_roles() const {
+    std::vector<std::pair<std::string, Role>> roles;
+    for (const auto& p : describe(options).params) roles.emplace_back(p.name, p.role);
+    return roles;
+}
+
+}  // namespace l3lab::modules
