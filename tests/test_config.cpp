@@ -137,3 +137,58 @@ TEST(Config, EveryShippedExperimentLoads) {
         EXPECT_NO_THROW(config::load_experiment(entry.path().string(), {}));
     }
 }
+
+TEST(ConfigGraph, ExplicitGraphEqualsTheStandardStack) {
+    auto standard = config::load_experiment(test::base_yaml(), {"model.depth=6", "model.l3.after_layers=[1, 4]"});
+    auto graph = config::load_experiment(
+        test::base_yaml(), {"model.depth=6", "model.graph=[{type: block, repeat: 2}, {type: l3}, {type: block, repeat: 3}, "
+                                             "{type: l3}, {type: block}]"});
+    auto a = test::run_cli({"plan", test::base_yaml(), "--json", "model.depth=6", "model.l3.after_layers=[1, 4]"});
+    auto b = test::run_cli({"plan", test::base_yaml(), "--json", "model.depth=6",
+                            "model.graph=[{type: block, repeat: 2}, {type: l3}, {type: block, repeat: 3}, {type: l3}, "
+                            "{type: block}]"});
+    ASSERT_EQ(a.code, 0) << a.err;
+    ASSERT_EQ(b.code, 0) << b.err;
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_EQ(graph.model.graph.size(), 5u);
+}
+
+TEST(ConfigGraph, PerLayerOptionsAndRoundTrip) {
+    TempDir dir;
+    std::string f = dir.write("g.yaml",
+                              "extends: [" + test::base_yaml() + "]\n"
+                              "model:\n  depth: 4\n  graph:\n"
+                              "    - {type: block, repeat: 2}\n"
+                              "    - {type: l3, k_max: 64, n_emb: 70000, tie_kv: false, d_emb: 128}\n"
+                              "    - type: block\n      repeat: 2\n"
+                              "    - {type: l3}\n");
+    auto r = test::run_cli({"config", f});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("  graph:\n    - type: block\n      repeat: 2\n    - type: l3\n      n_emb: 70000\n"), std::string::npos)
+        << r.out;
+    std::string resolved = dir.write("resolved.yaml", r.out);
+    EXPECT_EQ(test::run_cli({"config", resolved}).out, r.out);
+    auto plan = test::run_cli({"plan", f, "--json"});
+    ASSERT_EQ(plan.code, 0) << plan.err;
+    EXPECT_NE(plan.out.find("\"l3_n_emb\": 70000"), std::string::npos) << plan.out;  // the first layer's
+}
+
+TEST(ConfigGraph, MistakesAreLocated) {
+    auto r = test::run_cli({"plan", test::base_yaml(), "model.depth=4", "model.graph=[{type: block, repeat: 3}]"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("model.graph: the graph has 3 blocks but model.depth is 4"), std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=1", "model.graph=[{type: l3}, {type: block}]"});
+    EXPECT_NE(r.err.find("model.graph[0]: an L3 layer must follow a block"), std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=1", "model.graph=[{type: blok}]"});
+    EXPECT_NE(r.err.find("model.graph[0].type: expected one of block or l3, got 'blok'; did you mean 'block'?"),
+              std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=1", "model.graph=[{type: block, k_max: 3}]"});
+    EXPECT_NE(r.err.find("model.graph[0].k_max: only an l3 entry takes this option"), std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=1", "model.graph=[{repeat: 1}]"});
+    EXPECT_NE(r.err.find("model.graph[0]: missing required key 'type'"), std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=2", "model.l3.after_layers=[0]",
+                       "model.graph=[{type: block, repeat: 2}]"});
+    EXPECT_NE(r.err.find("place L3 layers either here or in model.graph"), std::string::npos) << r.err;
+    r = test::run_cli({"plan", test::base_yaml(), "model.depth=1", "model.graph=[{type: block, repaet: 1}]"});
+    EXPECT_NE(r.err.find("model.graph[0].repaet: unknown key; did you mean 'repeat'?"), std::string::npos) << r.err;
+}

@@ -306,6 +306,30 @@ def make_l3_case(name, spec, out_dir, l3_mod):
     return float((out.detach() * g).sum())
 
 
+def make_init_case(out_dir, gpt_mod):
+    """The reference's seeded initialisation: torch.manual_seed(seed), build on meta, to_empty, init_weights.
+
+    libtorch shares PyTorch's CPU generator, so l3lab's init_weights() after the same seed and the same
+    call order must give these exact tensors."""
+    import torch
+    config = dict(sequence_len=64, vocab_size=300, n_layer=3, n_head=2, n_kv_head=2, n_embd=48,
+                  window_pattern="SL", l3_after_layers="0,2", l3_n_emb=600, l3_d_up=32, l3_k_max=8,
+                  l3_tie_kv=False)
+    seed = 1234
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = gpt_mod.GPT(gpt_mod.GPTConfig(**config))
+    model.to_empty(device="cpu")
+    model.init_weights()
+    case_dir = out_dir / "init"
+    case_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if not k.endswith(".bounds")}
+    save(case_dir / "weights.safetensors", tensors)
+    write_json(case_dir / "case.json", {"gpt_config": config, "seed": seed, "reference": REFERENCE,
+                                        "generated_by": "tools/reference/make_model_fixtures.py",
+                                        "torch": torch.__version__})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nanochat", required=True, type=Path, help="reference checkout (nanochat at b7629ef)")
@@ -334,6 +358,8 @@ def main():
     for name, spec in L3_LAYER_CASES.items():
         obj = make_l3_case(name, spec, args.out, l3_mod)
         print(f"l3_layer/{name}: sum(out*g)={obj:.6f}")
+    make_init_case(args.out, gpt_mod)
+    print("init: seeded reference initialisation")
 
 
 if __name__ == "__main__":

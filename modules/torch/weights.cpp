@@ -1,0 +1,107 @@
+#include "modules/torch/weights.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cstring>
+
+namespace l3lab::modules {
+
+static at::ScalarType scalar_type(io::DType dtype) {
+    switch (dtype) {
+        case io::DType::F32: return at::kFloat;
+        case io::DType::F64: return at::kDouble;
+        case io::DType::F16: return at::kHalf;
+        case io::DType::BF16: return at::kBFloat16;
+        case io::DType::I64: return at::kLong;
+        case io::DType::I32: return at::kInt;
+        case io::DType::I16: return at::kShort;
+        case io::DType::I8: return at::kChar;
+        case io::DType::U8: return at::kByte;
+        case io::DType::BOOL: return at::kBool;
+        default: throw WeightsError(std::string("unsupported safetensors dtype ") + io::dtype_name(dtype));
+    }
+}
+
+static io::DType file_dtype(at::ScalarType type) {
+    switch (type) {
+        case at::kFloat: return io::DType::F32;
+        case at::kDouble: return io::DType::F64;
+        case at::kHalf: return io::DType::F16;
+        case at::kBFloat16: return io::DType::BF16;
+        case at::kLong: return io::DType::I64;
+        case at::kInt: return io::DType::I32;
+        case at::kShort: return io::DType::I16;
+        case at::kChar: return io::DType::I8;
+        case at::kByte: return io::DType::U8;
+        case at::kBool: return io::DType::BOOL;
+        default: throw WeightsError(std::string("cannot store dtype ") + c10::toString(type) + " in safetensors");
+    }
+}
+
+at::Tensor to_tensor(const io::TensorRecord& record) {
+    at::Tensor t = at::empty(record.shape, at::TensorOptions().dtype(scalar_type(record.dtype)));
+    if (!record.data.empty()) std::memcpy(t.data_ptr(), record.data.data(), record.data.size());
+    return t;
+}
+
+io::TensorRecord to_record(const std::string& name, const at::Tensor& tensor) {
+    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+    io::TensorRecord r;
+    r.name = name;
+    r.dtype = file_dtype(t.scalar_type());
+    r.shape = t.sizes().vec();
+    r.data.resize(t.nbytes());
+    if (t.nbytes()) std::memcpy(r.data.data(), t.data_ptr(), t.nbytes());
+    return r;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> state_dict(const GPT& model) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& item : model->named_parameters(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+    for (const auto& item : model->named_buffers(/*recurse=*/true)) out.emplace_back(item.key(), item.value());
+    return out;
+}
+
+void save_weights(const GPT& model, const std::string& path, const std::map<std::string, std::string>& metadata) {
+    std::vector<io::TensorRecord> records;
+    for (const auto& [name, tensor] : state_dict(model)) records.push_back(to_record(name, tensor));
+    io::write_safetensors(path, records, metadata);
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const GPT& model) {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+    for (const auto& item : model->named_parameters(true)) expected.emplace_back(item.key(), item.value().sizes().vec());
+    for (const auto& item : model->named_buffers(true)) {
+        // Bounds are [V+1] once an allocation is set; a fresh layer holds a placeholder.
+        expected.emplace_back(item.key(), std::vector<int64_t>{model->options.vocab_size + 1});
+    }
+    return expected;
+}
+
+void load_weights(GPT& model, const std::string& path) {
+    io::SafetensorsFile file = io::read_safetensors(path);
+    std::vector<std::string> problems = io::check_names_and_shapes(file, expected_weights(model));
+    for (const auto& item : model->named_buffers(true)) {
+        const io::TensorRecord* r = file.find(item.key());
+        if (r && r->dtype != io::DType::I64) problems.push_back(item.key() + ": expected int64 bounds, file has " +
+                                                                io::dtype_name(r->dtype));
+    }
+    if (!problems.empty()) {
+        std::string message = path + ": does not fit this model (" + std::to_string(problems.size()) + " problem" +
+                              (problems.size() == 1 ? "" : "s") + "):";
+        for (const auto& p : problems) message += "\n  " + p;
+        throw WeightsError(message);
+    }
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters(true)) {
+        at::Tensor& param = item.value();
+        param.copy_(to_tensor(*file.find(item.key())));  // copy_ converts dtype and device
+    }
+    for (const auto& l3 : model->l3_layers->items()) {
+        auto layer = l3.second->as<L3LayerImpl>();
+        layer->set_bounds(to_tensor(*file.find("l3_layers." + l3.first + ".bounds")));
+    }
+}
+
+}  // namespace l3lab::modules
