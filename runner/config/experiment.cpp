@@ -1,5 +1,6 @@
 #include "runner/config/experiment.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "runner/config/schema.h"
@@ -30,6 +31,55 @@ static void check_name(const Node& tree, ErrorList& errors) {
         name == "." || name == "..")
         errors.add(location_of(tree, "name"), "name",
                    "'" + name + "' cannot name a run directory: use letters, digits, '.', '_' and '-'");
+}
+
+static void read_optimizer_groups(const Node& list, OptimizerConfig& out, ErrorList& errors) {
+    static const std::vector<std::string> roles = {"token_embedding", "value_embedding", "lm_head",  "matrix",
+                                                   "resid_lambda",    "x0_lambda",       "l3_table", "l3_matrix"};
+    std::vector<std::string> seen;
+    for (size_t i = 0; i < list.items.size(); ++i) {
+        const Node& item = list.items[i];
+        OptimizerGroupConfig g;
+        g.path = "optimizer.groups[" + std::to_string(i) + "]";
+        auto text = [&](const char* key) -> const Node* { return item.find(key); };
+        if (auto n = text("name")) g.name = n->scalar;
+        if (auto n = text("kind")) g.kind = n->scalar;
+        if (auto n = text("lr")) g.lr = std::stod(n->scalar);
+        if (auto n = text("lr_scale")) g.lr_scale = n->scalar;
+        if (auto n = text("beta1")) g.beta1 = std::stod(n->scalar);
+        if (auto n = text("beta2")) g.beta2 = std::stod(n->scalar);
+        if (auto n = text("eps")) g.eps = std::stod(n->scalar);
+        if (auto n = text("ns_steps")) g.ns_steps = std::stoll(n->scalar);
+        if (auto n = text("weight_decay"))
+            g.weight_decay = n->scalar_type == ScalarType::Keyword ? std::optional<double>{} : std::stod(n->scalar);
+        else if (g.kind == "adamw")
+            g.weight_decay = 0.0;
+        if (auto n = text("roles"))
+            for (const auto& r : n->items) {
+                if (std::find(roles.begin(), roles.end(), r.scalar) == roles.end()) {
+                    std::string message = "unknown role '" + r.scalar + "'";
+                    if (std::string near = did_you_mean(r.scalar, roles); !near.empty()) message += "; did you mean '" + near + "'?";
+                    else message += " (roles: token_embedding, value_embedding, lm_head, matrix, resid_lambda, x0_lambda, l3_table, l3_matrix)";
+                    errors.add(r.where, g.path + ".roles", message);
+                }
+                g.roles.push_back(r.scalar);
+            }
+        if (auto n = text("names"))
+            for (const auto& r : n->items) g.names.push_back(r.scalar);
+        if (g.roles.empty() && g.names.empty() && item.find("name"))
+            errors.add(item.where, g.path, "selects nothing: give roles and/or names");
+        // Options that belong to the other kind are mistakes, not silently ignored settings.
+        const std::vector<const char*> only_adamw = {"beta1", "eps"}, only_muon = {"ns_steps"};
+        for (const char* key : g.kind == "muon" ? only_adamw : only_muon)
+            if (const Node* n = text(key))
+                errors.add(n->key_where, g.path + "." + key, std::string("a ") + g.kind + " group has no " + key);
+        if (g.kind == "adamw" && !g.weight_decay)
+            errors.add(text("weight_decay")->where, g.path + ".weight_decay", "`scaled` applies to muon groups only");
+        if (std::find(seen.begin(), seen.end(), g.name) != seen.end())
+            errors.add(text("name")->where, g.path + ".name", "another group is already named '" + g.name + "'");
+        seen.push_back(g.name);
+        out.groups.push_back(std::move(g));
+    }
 }
 
 // Checks that involve more than one key, or a key's shape beyond its type.
@@ -138,17 +188,16 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.batch.reference_depth = get_int(tree, "batch.reference_depth");
     e.batch.reference_batch_size = get_int(tree, "batch.reference_batch_size");
 
-    e.optimizer.embedding_lr = get_float(tree, "optimizer.embedding_lr");
-    e.optimizer.unembedding_lr = get_float(tree, "optimizer.unembedding_lr");
-    e.optimizer.matrix_lr = get_float(tree, "optimizer.matrix_lr");
-    e.optimizer.scalar_lr = get_float(tree, "optimizer.scalar_lr");
-    e.optimizer.adam_beta1 = get_float(tree, "optimizer.adam_beta1");
-    e.optimizer.adam_beta2 = get_float(tree, "optimizer.adam_beta2");
     e.optimizer.weight_decay = get_float(tree, "optimizer.weight_decay");
+    read_optimizer_groups(*tree.find_path("optimizer.groups"), e.optimizer, errors);
 
     e.schedule.warmup_ratio = get_float(tree, "schedule.warmup_ratio");
     e.schedule.warmdown_ratio = get_float(tree, "schedule.warmdown_ratio");
     e.schedule.final_lr_frac = get_float(tree, "schedule.final_lr_frac");
+    e.schedule.muon_momentum_start = get_float(tree, "schedule.muon_momentum_start");
+    e.schedule.muon_momentum_end = get_float(tree, "schedule.muon_momentum_end");
+    e.schedule.muon_momentum_warmup_steps = get_int(tree, "schedule.muon_momentum_warmup_steps");
+    e.schedule.weight_decay_linear = get_string(tree, "schedule.weight_decay") == "linear";
 
     e.eval_every = get_int(tree, "eval.every");
     e.eval_tokens = get_int(tree, "eval.tokens");

@@ -58,20 +58,30 @@ struct BatchConfig {
     long long reference_batch_size = 524288;
 };
 
+// One entry of `optimizer.groups`, with the kind's defaults filled in.
+struct OptimizerGroupConfig {
+    std::string name, kind;                  // kind: "adamw" or "muon"
+    std::vector<std::string> roles, names;   // selection: roles and/or name globs (both must match when both given)
+    double lr = 0;
+    std::string lr_scale = "none";           // "none", "dmodel", or a factor as canonical text
+    double beta1 = 0.8, beta2 = 0.95, eps = 1e-10;
+    std::optional<double> weight_decay;      // nullopt = scaled (muon's default)
+    long long ns_steps = 5;
+    std::string path;                        // "optimizer.groups[3]", for errors
+};
+
 struct OptimizerConfig {
-    double embedding_lr = 0.3;
-    double unembedding_lr = 0.004;
-    double matrix_lr = 0.02;
-    double scalar_lr = 0.5;
-    double adam_beta1 = 0.8;
-    double adam_beta2 = 0.95;
-    double weight_decay = 0.2;
+    double weight_decay = 0.2;  // base of `scaled` weight decay
+    std::vector<OptimizerGroupConfig> groups;
 };
 
 struct ScheduleConfig {
     double warmup_ratio = 0.0;
     double warmdown_ratio = 0.5;
     double final_lr_frac = 0.0;
+    double muon_momentum_start = 0.85, muon_momentum_end = 0.95;
+    long long muon_momentum_warmup_steps = 300;
+    bool weight_decay_linear = true;
 };
 
 struct Experiment {

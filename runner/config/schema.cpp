@@ -81,18 +81,52 @@ const Schema& experiment_schema() {
         add({"batch.reference_batch_size", T::Int, "524288", "optimal batch size (tokens) at the reference depth",
              {}, {}, 1, 1e15});
 
-        add({"optimizer.embedding_lr", T::Float, "0.3", "AdamW lr of wte, value embeddings, L3 tables", {}, {}, 0, 1e6});
-        add({"optimizer.unembedding_lr", T::Float, "0.004", "AdamW lr of lm_head", {}, {}, 0, 1e6});
-        add({"optimizer.matrix_lr", T::Float, "0.02", "Muon lr of block and L3 matrices", {}, {}, 0, 1e6});
-        add({"optimizer.scalar_lr", T::Float, "0.5", "AdamW lr of x0_lambdas (resid_lambdas get 1%)", {}, {}, 0, 1e6});
-        add({"optimizer.adam_beta1", T::Float, "0.8", "AdamW beta1", {}, {}, 0, 0.999999});
-        add({"optimizer.adam_beta2", T::Float, "0.95", "AdamW beta2", {}, {}, 0, 0.999999});
-        add({"optimizer.weight_decay", T::Float, "0.2", "Muon cautious weight decay at the reference batch/horizon",
-             {}, {}, 0, 1e6});
+        add({"optimizer.weight_decay", T::Float, "0.2",
+             "base weight decay of groups with `weight_decay: scaled`, before batch/horizon scaling", {}, {}, 0, 1e6});
+        {
+            // The reference's setup_optimizer(), group by group (nanochat gpt.py at b7629ef).
+            Field groups{"optimizer.groups", T::RecordList,
+                         "[{name: lm_head, kind: adamw, roles: [lm_head], lr: 0.004, lr_scale: dmodel},"
+                         " {name: wte, kind: adamw, roles: [token_embedding], lr: 0.3, lr_scale: dmodel},"
+                         " {name: value_embeds, kind: adamw, roles: [value_embedding], lr: 0.3, lr_scale: dmodel},"
+                         " {name: resid_lambdas, kind: adamw, roles: [resid_lambda], lr: 0.5, lr_scale: 0.01},"
+                         " {name: x0_lambdas, kind: adamw, roles: [x0_lambda], lr: 0.5, beta1: 0.96},"
+                         " {name: l3_tables, kind: adamw, roles: [l3_table], lr: 0.3, lr_scale: dmodel},"
+                         " {name: matrices, kind: muon, roles: [matrix, l3_matrix], lr: 0.02}]",
+                         "parameter groups: each selects parameters by roles and/or name globs"};
+            groups.record = {
+                {"name", T::String, "", "group name (unique)"},
+                {"kind", T::Enum, "", "adamw or muon", {"adamw", "muon"}},
+                {"roles", T::StringList, "", "parameter roles this group takes"},
+                {"names", T::StringList, "", "name globs (fnmatch) this group takes; with roles: both must match"},
+                {"lr", T::Float, "", "learning rate before the batch-size scale", {}, {}, 0, 1e6},
+                {"lr_scale", T::Float, "", "none (default), dmodel = x (model_dim/768)^-0.5, or a factor", {},
+                 {"none", "dmodel"}, 0, 1e6},
+                {"beta1", T::Float, "", "adamw: first-moment decay (default 0.8)", {}, {}, 0, 0.999999},
+                {"beta2", T::Float, "", "adamw: second moment (0.95); muon: NorMuon variance decay (0.95)", {}, {}, 0,
+                 0.999999},
+                {"eps", T::Float, "", "adamw: epsilon (default 1e-10)", {}, {}, 1e-30, 1},
+                {"weight_decay", T::Float, "",
+                 "adamw: decoupled decay (default 0); muon: cautious decay, default `scaled` (optimizer.weight_decay "
+                 "x sqrt(B/B_ref) x D_ref/D)", {}, {"scaled"}, 0, 1e6},
+                {"ns_steps", T::Int, "", "muon: Polar Express iterations (default 5)", {}, {}, 1, 5},
+            };
+            for (const char* required : {"name", "kind", "lr"})
+                for (auto& r : groups.record)
+                    if (r.path == required) r.required = true;
+            add(std::move(groups));
+        }
 
         add({"schedule.warmup_ratio", T::Float, "0.0", "fraction of steps warming the LR up", {}, {}, 0, 1});
         add({"schedule.warmdown_ratio", T::Float, "0.5", "fraction of steps decaying the LR", {}, {}, 0, 1});
         add({"schedule.final_lr_frac", T::Float, "0.0", "LR multiplier at the last step", {}, {}, 0, 1e3});
+        add({"schedule.muon_momentum_start", T::Float, "0.85", "Muon momentum at step 0", {}, {}, 0, 0.999999});
+        add({"schedule.muon_momentum_end", T::Float, "0.95", "Muon momentum after the warmup", {}, {}, 0, 0.999999});
+        add({"schedule.muon_momentum_warmup_steps", T::Int, "300", "steps of the linear momentum warmup", {}, {}, 0,
+             1e12});
+        add({"schedule.weight_decay", T::Enum, "linear",
+             "Muon weight decay over training: linear (to zero at the end, the reference) or constant",
+             {"linear", "constant"}});
 
         add({"eval.every", T::Int, "250", "validation bpb every N steps (-1 = only at start and end)", {}, {}, 1,
              1e15, disabled});

@@ -104,6 +104,7 @@ Plan make_plan(const config::Experiment& e, int world_size) {
         errors.throw_if_any();
     }
     p.grad_accum_steps = p.total_batch_size / p.tokens_per_micro_batch;
+    p.optimizer_groups = plan_optimizer(e, p.model, p.shape.params, p.batch_lr_scale, p.weight_decay_scaled);
     return p;
 }
 

@@ -8,6 +8,7 @@
 
 #include "modules/shapes/shapes.h"
 #include "runner/config/experiment.h"
+#include "runner/plan/optimizer_plan.h"
 
 namespace l3lab::plan {
 
@@ -33,6 +34,7 @@ struct Plan {
     double total_flops = 0;
     int64_t l3_n_emb = 0;            // 0 without L3 layers
     int64_t l3_d_up = 0;
+    std::vector<GroupPlan> optimizer_groups;
     std::vector<std::string> warnings;
 };
 

@@ -81,6 +81,15 @@ std::string plan_table(const config::Experiment& e, const Plan& p) {
           fmt::format("{} x sqrt(B/B_ref) x D_ref/D", config::format_float(e.optimizer.weight_decay)));
     t.row("AdamW dmodel LR scale", fmt::format("{:.6f}", std::pow(static_cast<double>(m.n_embd) / 768.0, -0.5)),
           "(model_dim / 768)^-0.5");
+
+    t.section("optimizer groups");
+    for (const auto& g : p.optimizer_groups) {
+        std::string note = fmt::format("{} {}, {} tensor{}", g.kind, util::group_digits(g.numel), g.params.size(),
+                                       g.params.size() == 1 ? "" : "s");
+        if (g.weight_decay != 0 || g.weight_decay_scaled)
+            note += fmt::format(", wd {:.6f}{}", g.weight_decay, g.weight_decay_scaled ? " (scaled)" : "");
+        t.row(g.name, fmt::format("lr {:.6g}", g.lr), note);
+    }
     for (const auto& w : p.warnings) t.out << "\nwarning: " << w << "\n";
     return t.out.str();
 }
@@ -120,6 +129,11 @@ std::string plan_json(const config::Experiment& e, const Plan& p) {
     j["l3_n_emb"] = p.l3_n_emb;
     j["l3_d_up"] = p.l3_d_up;
     j["reference_tokens"] = p.reference_tokens;
+    j["optimizer_groups"] = nlohmann::ordered_json::array();
+    for (const auto& g : p.optimizer_groups)
+        j["optimizer_groups"].push_back({{"name", g.name}, {"kind", g.kind}, {"lr", g.lr}, {"beta1", g.beta1},
+                                         {"beta2", g.beta2}, {"eps", g.eps}, {"weight_decay", g.weight_decay},
+                                         {"ns_steps", g.ns_steps}, {"tensors", g.params.size()}, {"numel", g.numel}});
     j["warnings"] = p.warnings;
     return j.dump(2) + "\n";
 }

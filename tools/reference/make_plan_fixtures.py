@@ -107,6 +107,7 @@ class Reference:
             ("scaling", "param_counts = model.num_scaling_params()", "# Initialize the Optimizer"),
             ("horizon", "# num_iterations: either it is given", "# Learning rate schedule"),
             ("grad_accum", "tokens_per_fwdbwd = args.device_batch_size", "# Go!"),
+            ("optimizer", "optimizer = model.setup_optimizer(", "if resuming:"),
         ]
         self.code = {name: compile(segment(src, start, end), f"base_train.py<{name}>", "exec")
                      for name, start, end in parts}
@@ -128,7 +129,7 @@ class Reference:
                 exec(self.code["l3_n_emb"], ns)
                 if ns["args"].l3_after_layers:
                     exec(self.code["l3_auto"], ns)
-                for name in ("model", "scaling", "horizon", "grad_accum"):
+                for name in ("model", "scaling", "optimizer", "horizon", "grad_accum"):
                     exec(self.code[name], ns)
         except SystemExit as e:  # argparse error
             raise RuntimeError(f"argparse rejected {flags}: {log.getvalue()}") from e
@@ -169,6 +170,13 @@ def expect_from(ns):
         "weight_decay_scaled": ns["weight_decay_scaled"],
         "l3_n_emb": ns["l3_n_emb"] if has_l3 else 0,
         "l3_d_up": (args.l3_d_up if args.l3_d_up > 0 else 4 * cfg.n_embd) if has_l3 else 0,
+        # setup_optimizer()'s param groups, in its order (AdamW groups, then one Muon group per shape)
+        "optimizer_groups": [
+            {"kind": g["kind"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+             "numel": sum(p.numel() for p in g["params"]),
+             **({"beta1": g["betas"][0], "beta2": g["betas"][1], "eps": g["eps"]} if g["kind"] == "adamw"
+                else {"beta2": g["beta2"], "ns_steps": g["ns_steps"]})}
+            for g in ns["optimizer"].param_groups],
     }
 
 
