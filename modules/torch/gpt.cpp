@@ -93,7 +93,11 @@ at::Tensor BlockImpl::forward(const at::Tensor& x_in, const at::Tensor& ve, cons
 
 // ---------------------------------------------------------------------------------------------
 
-L3LayerImpl::L3LayerImpl(const L3LayerOptions& o, int64_t n_embd_) : options(o), n_embd(n_embd_) {
+L3LayerImpl::L3LayerImpl(const L3LayerOptions& opts, int64_t n_embd_) : options(opts), n_embd(n_embd_) {
+    if (options.d_emb <= 0) options.d_emb = n_embd;  // unset value width: the model's
+    const L3LayerOptions& o = options;
+    TORCH_CHECK(o.n_emb > 0 && o.d_up > 0, "L3 layer needs n_emb > 0 and d_up > 0 (got ", o.n_emb, ", ", o.d_up, ")");
+    TORCH_CHECK(!o.tie_kv || o.d_emb == n_embd, "a tied L3 table has the model's width ", n_embd, ", not d_emb ", o.d_emb);
     if (o.tie_kv) {
         kv_weight = register_parameter("kv_weight", at::empty({o.n_emb, n_embd}));
     } else {

@@ -51,80 +51,80 @@ Grouping group_by_token(const at::Tensor& ids_cpu, const at::Tensor& bounds_cpu)
     return g;
 }
 
-template <typename T>
-inline T dot(const T* a, const T* b, int64_t n) {
-    T s = 0;
-    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
-}
-
-// probs [total_scores] gets each occurrence's softmax over its token's rows; out [N, D] the aggregate.
-template <typename T>
-void forward_kernel(const Grouping& g, const T* q, const T* keys, const T* values, const int64_t* bounds, int64_t C,
-                    int64_t D, T* probs, T* out) {
-    at::parallel_for(0, static_cast<int64_t>(g.token.size()), 1, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) {
-            const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
-            T* p = probs + g.score_offset[k];
-            for (int64_t o = g.start[k]; o < g.start[k + 1]; ++o, p += rows) {
-                const int64_t n = g.order[o];
-                const T* qn = q + n * C;
-                T* an = out + n * D;
-                std::fill(an, an + D, T(0));
-                if (rows == 0) continue;
-                T max_score = -std::numeric_limits<T>::infinity();
-                for (int64_t j = 0; j < rows; ++j) {
-                    p[j] = dot(keys + (row0 + j) * C, qn, C);
-                    max_score = std::max(max_score, p[j]);
-                }
-                T sum = 0;
-                for (int64_t j = 0; j < rows; ++j) sum += (p[j] = std::exp(p[j] - max_score));
-                const T inv = T(1) / sum;
-                for (int64_t j = 0; j < rows; ++j) {
-                    p[j] *= inv;
-                    const T* v = values + (row0 + j) * D;
-                    for (int64_t d = 0; d < D; ++d) an[d] += p[j] * v[d];
-                }
-            }
-        }
+// Runs fn(k) for every group k, balancing by work (occurrences x rows): groups heavier than a thread's
+// fair share run one after another with multi-threaded GEMMs; the rest run in parallel chunks of
+// similar work (inside a parallel region ATen's GEMMs are single-threaded).
+template <typename Fn>
+void for_each_group(const Grouping& g, int64_t width, Fn fn) {
+    const int64_t groups = static_cast<int64_t>(g.token.size());
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const double total = static_cast<double>(g.total_scores) * static_cast<double>(width) + 1.0;
+    const double fair_share = total / static_cast<double>(threads);
+    std::vector<int64_t> small;
+    for (int64_t k = 0; k < groups; ++k) {
+        const double work = static_cast<double>(g.score_offset[k + 1] - g.score_offset[k]) * static_cast<double>(width);
+        if (threads > 1 && work > fair_share) fn(k);
+        else small.push_back(k);
+    }
+    if (small.empty()) return;
+    // Chunk boundaries at equal cumulative work, a few chunks per thread.
+    const int64_t chunks = std::min<int64_t>(static_cast<int64_t>(small.size()), threads * 4);
+    std::vector<int64_t> bounds_of_chunk{0};
+    double acc = 0, small_total = 0;
+    for (int64_t k : small) small_total += static_cast<double>(g.score_offset[k + 1] - g.score_offset[k]) + 1.0;
+    for (size_t i = 0; i < small.size(); ++i) {
+        acc += static_cast<double>(g.score_offset[small[i] + 1] - g.score_offset[small[i]]) + 1.0;
+        if (acc >= small_total * static_cast<double>(bounds_of_chunk.size()) / static_cast<double>(chunks) &&
+            static_cast<int64_t>(bounds_of_chunk.size()) < chunks)
+            bounds_of_chunk.push_back(static_cast<int64_t>(i) + 1);
+    }
+    if (bounds_of_chunk.back() != static_cast<int64_t>(small.size())) bounds_of_chunk.push_back(static_cast<int64_t>(small.size()));
+    at::parallel_for(0, static_cast<int64_t>(bounds_of_chunk.size()) - 1, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c)
+            for (int64_t i = bounds_of_chunk[c]; i < bounds_of_chunk[c + 1]; ++i) fn(small[i]);
     });
 }
 
-// Each token's rows belong to exactly one group and each occurrence to one query, so the groups can
-// run in parallel without atomics. grad_keys / grad_values may alias (tied table).
-template <typename T>
-void backward_kernel(const Grouping& g, const T* q, const T* keys, const T* values, const int64_t* bounds,
-                     const T* probs, const T* grad_out, int64_t C, int64_t D, T* grad_q, T* grad_keys,
-                     T* grad_values) {
-    at::parallel_for(0, static_cast<int64_t>(g.token.size()), 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> ds;
-        for (int64_t k = begin; k < end; ++k) {
-            const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
-            const T* p = probs + g.score_offset[k];
-            ds.resize(rows);
-            for (int64_t o = g.start[k]; o < g.start[k + 1]; ++o, p += rows) {
-                const int64_t n = g.order[o];
-                const T* go = grad_out + n * D;
-                const T* qn = q + n * C;
-                T* gq = grad_q + n * C;
-                T weighted = 0;
-                for (int64_t j = 0; j < rows; ++j) {
-                    ds[j] = dot(go, values + (row0 + j) * D, D);  // d loss / d p_j
-                    weighted += p[j] * ds[j];
-                }
-                for (int64_t j = 0; j < rows; ++j) {
-                    const T s = p[j] * (ds[j] - weighted);  // d loss / d score_j (softmax backward)
-                    const T* key = keys + (row0 + j) * C;
-                    T* gk = grad_keys + (row0 + j) * C;
-                    for (int64_t c = 0; c < C; ++c) {
-                        gq[c] += s * key[c];
-                        gk[c] += s * qn[c];
-                    }
-                    T* gv = grad_values + (row0 + j) * D;
-                    for (int64_t d = 0; d < D; ++d) gv[d] += p[j] * go[d];
-                }
-            }
-        }
+// The occurrences of group k as an index tensor (positions into q / out).
+at::Tensor occurrences(const Grouping& g, const at::Tensor& order, int64_t k) {
+    return order.narrow(0, g.start[k], g.start[k + 1] - g.start[k]);
+}
+
+// Group by group: S = Q_g K_gᵀ, P = softmax(S), A_g = P V_g. probs keeps every P for backward.
+void forward_groups(const Grouping& g, const at::Tensor& order, const at::Tensor& bounds_t, const at::Tensor& q,
+                    const at::Tensor& keys, const at::Tensor& values, at::Tensor& probs, at::Tensor& out) {
+    const int64_t* bounds = bounds_t.data_ptr<int64_t>();
+    for_each_group(g, q.size(1) + values.size(1), [&](int64_t k) {
+        const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
+        if (rows == 0) return;
+        at::Tensor occ = occurrences(g, order, k);
+        at::Tensor scores = at::mm(q.index_select(0, occ), keys.narrow(0, row0, rows).t());
+        at::Tensor p = at::softmax(scores, -1);
+        probs.narrow(0, g.score_offset[k], p.numel()).copy_(p.view(-1));
+        out.index_copy_(0, occ, at::mm(p, values.narrow(0, row0, rows)));
+    });
+}
+
+// dP = dA_g V_gᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dQ_g = dS K_g; dK_g += dSᵀ Q_g; dV_g += Pᵀ dA_g.
+// Each token's rows belong to one group and each occurrence to one query, so groups never collide;
+// grad_keys and grad_values may be the same tensor (tied table).
+void backward_groups(const Grouping& g, const at::Tensor& order, const at::Tensor& bounds_t, const at::Tensor& q,
+                     const at::Tensor& keys, const at::Tensor& values, const at::Tensor& probs,
+                     const at::Tensor& grad_out, at::Tensor& grad_q, at::Tensor& grad_keys, at::Tensor& grad_values) {
+    const int64_t* bounds = bounds_t.data_ptr<int64_t>();
+    for_each_group(g, 2 * (q.size(1) + values.size(1)), [&](int64_t k) {
+        const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
+        if (rows == 0) return;
+        at::Tensor occ = occurrences(g, order, k);
+        const int64_t count = occ.size(0);
+        at::Tensor p = probs.narrow(0, g.score_offset[k], count * rows).view({count, rows});
+        at::Tensor q_g = q.index_select(0, occ), d_a = grad_out.index_select(0, occ);
+        at::Tensor k_g = keys.narrow(0, row0, rows), v_g = values.narrow(0, row0, rows);
+        at::Tensor d_p = at::mm(d_a, v_g.t());
+        at::Tensor d_s = p * (d_p - (p * d_p).sum(-1, /*keepdim=*/true));
+        grad_q.index_copy_(0, occ, at::mm(d_s, k_g));
+        grad_keys.narrow(0, row0, rows).add_(at::mm(d_s.t(), q_g));
+        grad_values.narrow(0, row0, rows).add_(at::mm(p.t(), d_a));
     });
 }
 
@@ -152,18 +152,15 @@ public:
                     " but the table has ", keys.size(0), " rows");
         auto grouping = std::make_unique<Grouping>(group_by_token(ids, bounds));
         at::Tensor probs = at::empty({grouping->total_scores}, q.options());
-        at::Tensor out = at::empty({q.size(0), values.size(1)}, q.options());
-        AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "l3_segment_forward", [&] {
-            forward_kernel<scalar_t>(*grouping, q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(),
-                                     values.data_ptr<scalar_t>(), bounds.data_ptr<int64_t>(), q.size(1),
-                                     values.size(1), probs.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
-        });
+        at::Tensor out = at::zeros({q.size(0), values.size(1)}, q.options());  // tokens without rows stay 0
+        at::Tensor order = at::tensor(grouping->order, at::kLong);
+        forward_groups(*grouping, order, bounds, q, keys, values, probs, out);
         ctx->save_for_backward({q, keys, values, bounds, probs});
         ctx->saved_data["tied"] = tied;
         ctx->saved_data["keys_dtype"] = static_cast<int64_t>(keys_in.scalar_type());
         ctx->saved_data["values_dtype"] = static_cast<int64_t>(values_in.scalar_type());
         // The grouping is plain C++ state; it travels to backward as int64 tensors.
-        ctx->saved_data["order"] = at::tensor(grouping->order, at::kLong);
+        ctx->saved_data["order"] = order;
         ctx->saved_data["start"] = at::tensor(grouping->start, at::kLong);
         ctx->saved_data["token"] = at::tensor(grouping->token, at::kLong);
         ctx->saved_data["score_offset"] = at::tensor(grouping->score_offset, at::kLong);
@@ -187,13 +184,8 @@ public:
         at::Tensor grad_out = grad_outputs[0].to(q.scalar_type()).contiguous();
         at::Tensor grad_q = at::zeros_like(q), grad_keys = at::zeros_like(keys);
         at::Tensor grad_values = tied ? grad_keys : at::zeros_like(values);
-        AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "l3_segment_backward", [&] {
-            backward_kernel<scalar_t>(g, q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
-                                      bounds.data_ptr<int64_t>(), probs.data_ptr<scalar_t>(),
-                                      grad_out.data_ptr<scalar_t>(), q.size(1), values.size(1),
-                                      grad_q.data_ptr<scalar_t>(), grad_keys.data_ptr<scalar_t>(),
-                                      grad_values.data_ptr<scalar_t>());
-        });
+        at::Tensor order = ctx->saved_data["order"].toTensor();
+        backward_groups(g, order, bounds, q, keys, values, probs, grad_out, grad_q, grad_keys, grad_values);
         const auto keys_dtype = static_cast<at::ScalarType>(ctx->saved_data["keys_dtype"].toInt());
         const auto values_dtype = static_cast<at::ScalarType>(ctx->saved_data["values_dtype"].toInt());
         if (tied) return {grad_q, grad_keys.to(keys_dtype), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -216,7 +208,10 @@ at::Tensor l3_padded_attention(const at::Tensor& q, const at::Tensor& keys, cons
     at::Tensor index = (starts.unsqueeze(1) + offsets).clamp(0, keys.size(0) - 1);
     at::Tensor mask = offsets < lengths.unsqueeze(1);
     at::Tensor k = keys.index_select(0, index.flatten()).view({ids.size(0), k_max, keys.size(1)});
-    at::Tensor v = values.index_select(0, index.flatten()).view({ids.size(0), k_max, values.size(1)});
+    // Tied tables are gathered once, as the reference does (kv = kv_weight[indices]; k_emb = v_emb = kv).
+    at::Tensor v = values.is_same(keys)
+                       ? k
+                       : values.index_select(0, index.flatten()).view({ids.size(0), k_max, values.size(1)});
     at::Tensor scores = at::bmm(k.to(q.scalar_type()), q.unsqueeze(2)).squeeze(2).masked_fill(~mask, -INFINITY);
     at::Tensor weights = at::softmax(scores, -1).masked_fill(~mask, 0.0);
     return at::bmm(weights.unsqueeze(1), v.to(q.scalar_type())).squeeze(1);

@@ -177,6 +177,15 @@ TEST(ReferenceL3, LzwAllocationDistribution) {
         EXPECT_GE(a.rows[0], a.rows[1]) << "token 0 (freq 100) should get >= token 1 (freq 10)";
         EXPECT_GE(a.rows[1], a.rows[7]) << "token 1 (freq 10) should get >= token 7 (freq 1)";
         expect_valid(a, 8, 64, 32);
+        if (lzw) {
+            // Strictly more for the paper's algorithm (18, 10, ..., 6 here) ...
+            EXPECT_GT(a.rows[0], a.rows[1]);
+            EXPECT_GT(a.rows[1], a.rows[7]);
+        } else {
+            // ... while the reference's rule passes the test only with equality: every token gets n_emb / V
+            // (REFERENCE.md, known defect 1).
+            EXPECT_EQ(a.rows, std::vector<int64_t>(8, 8));
+        }
     }
 }
 

@@ -80,8 +80,8 @@ std::vector<int32_t> zipf_stream(int64_t vocab, int64_t n_tokens, uint64_t seed)
 struct Config {
     std::string name;
     int64_t k_max = 0, vocab = 0;
-    std::vector<int64_t> rows;    // per token id
-    std::vector<int32_t> batch;   // N token ids
+    std::vector<int64_t> rows;       // per token id
+    std::vector<int32_t> batch;      // N token ids
     double rows_per_occurrence = 0;  // over the batch, frequency-weighted
     int64_t padded_width = 0;        // the batch's largest row count
 };
@@ -320,8 +320,9 @@ int main(int argc, char** argv) {
                                             seg.error.c_str());
         char rpo[32];
         std::snprintf(rpo, sizeof rpo, "%.1f", c.rows_per_occurrence);
-        std::printf(header, c.name.c_str(), std::to_string(c.k_max).c_str(), rpo, cell(seg, base.max_rss_mib, false).c_str(),
-                    cell(seg, base.max_rss_mib, true).c_str(), pad_ms.c_str(), pad_mib.c_str());
+        std::printf(header, c.name.c_str(), std::to_string(c.k_max).c_str(), rpo,
+                    cell(seg, base.max_rss_mib, false).c_str(), cell(seg, base.max_rss_mib, true).c_str(),
+                    pad_ms.c_str(), pad_mib.c_str());
         std::fflush(stdout);
     }
     const Config& lzw = configs.back();
