@@ -17,6 +17,7 @@ struct TrainColumn {
 };
 
 // File order: the order a reader wants them in (step first).
+// clang-format off
 inline constexpr TrainColumn kTrainColumns[] = {
     {"step", &TrainRecord::step},
     {"loss", &TrainRecord::loss},
@@ -30,6 +31,7 @@ inline constexpr TrainColumn kTrainColumns[] = {
     {"epoch", &TrainRecord::epoch},
     {"elapsed", &TrainRecord::elapsed},
 };
+// clang-format on
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 

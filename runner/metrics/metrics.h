@@ -28,24 +28,24 @@ inline constexpr const char* kLockFile = "metrics.lock";  // flock'd by the one 
 // One optimizer step, as nanochat's base_train.py logs it. Counters are totals since step 0.
 struct TrainRecord {
     int64_t step = 0;
-    double loss = 0;         // debiased EMA of the training loss (beta 0.9), what the log prints
-    double raw_loss = 0;     // this step's loss
-    double lrm = 0;          // learning-rate multiplier of the schedule
-    double dt = 0;           // seconds this step took
+    double loss = 0;      // debiased EMA of the training loss (beta 0.9), what the log prints
+    double raw_loss = 0;  // this step's loss
+    double lrm = 0;       // learning-rate multiplier of the schedule
+    double dt = 0;        // seconds this step took
     double tok_per_sec = 0;
-    double mfu = 0;          // percent of the device's peak bf16 FLOP/s
-    int64_t tokens = 0;      // tokens trained on, this step included
-    double flops = 0;        // training FLOPs, this step included (can pass 2^63, hence a double)
+    double mfu = 0;      // percent of the device's peak bf16 FLOP/s
+    int64_t tokens = 0;  // tokens trained on, this step included
+    double flops = 0;    // training FLOPs, this step included (can pass 2^63, hence a double)
     int64_t epoch = 0;
-    double elapsed = 0;      // seconds of training, this step included
+    double elapsed = 0;  // seconds of training, this step included
     bool operator==(const TrainRecord&) const = default;
 };
 
 // One evaluation on the validation tokens, at the top of loop step `step` (before that step trains).
 struct ValRecord {
     int64_t step = 0;
-    double bpb = 0;                 // bits per byte
-    std::optional<double> loss;     // mean per-token loss, when the evaluator computed it (NaN in HDF5)
+    double bpb = 0;              // bits per byte
+    std::optional<double> loss;  // mean per-token loss, when the evaluator computed it (NaN in HDF5)
     bool operator==(const ValRecord&) const = default;
 };
 
@@ -93,7 +93,8 @@ struct WriterOptions {
 // Steps must increase: train and val strictly, samples weakly (several prompts per step).
 class MetricsWriter {
 public:
-    MetricsWriter(const std::filesystem::path& run_dir, const Attributes& attributes, const WriterOptions& options = {});
+    MetricsWriter(const std::filesystem::path& run_dir, const Attributes& attributes,
+                  const WriterOptions& options = {});
     ~MetricsWriter();  // close(), reporting nothing: call close() to see its errors
     MetricsWriter(MetricsWriter&&) noexcept;
     MetricsWriter& operator=(MetricsWriter&&) noexcept;
@@ -111,6 +112,7 @@ public:
 
 private:
     struct Impl;
+    Impl& live() const;  // throws once closed
     std::unique_ptr<Impl> impl_;
 };
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "runner/metrics/columns.h"
 
@@ -106,8 +107,7 @@ std::string record_line(const Record& record) {
     ordered_json j;
     if (auto* r = std::get_if<TrainRecord>(&record)) {
         j["kind"] = "train";
-        for (const TrainColumn& c : kTrainColumns)
-            std::visit([&](auto member) { j[c.name] = (*r).*member; }, c.member);
+        for (const TrainColumn& c : kTrainColumns) std::visit([&](auto member) { j[c.name] = (*r).*member; }, c.member);
     } else if (auto* v = std::get_if<ValRecord>(&record)) {
         j["kind"] = "val";
         j["step"] = v->step;
