@@ -17,7 +17,9 @@ DEBIAN_PACKAGES=(
   libhdf5-dev
   libspdlog-dev libfmt-dev
   nlohmann-json3-dev
+  libsentencepiece-dev
   libgtest-dev libgmock-dev
+  python3-h5py python3-matplotlib python3-pandas
 )
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }

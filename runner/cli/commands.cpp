@@ -19,6 +19,8 @@ const std::vector<Command>& commands() {
          cmd_config},
         {"plan", "EXP.yaml [key=value ...] [--json] [--world-size N]",
          "model shapes, parameter groups, FLOPs/token, horizon, batch, LR/WD scaling", cmd_plan},
+        {"data", "train-tokenizer|tokenize|inspect|batches [options]",
+         "tokenizer training, token shards + manifest, shard inspection, batch preview", cmd_data},
     };
     return list;
 }

@@ -20,6 +20,7 @@ const std::vector<Command>& commands();
 
 int cmd_config(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_plan(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_data(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // A usage mistake: printed with the command's usage line, exit code 2.
 struct UsageError : std::runtime_error {

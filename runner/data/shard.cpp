@@ -105,6 +105,10 @@ void ShardWriter::write(const void* data, size_t bytes) {
 void ShardWriter::append(std::span<const int32_t> tokens) {
     if (num_tokens_ + tokens.size() > static_cast<uint64_t>(kMaxShardTokens))
         throw DataError(path_, "a shard holds at most " + grouped(kMaxShardTokens) + " tokens");
+    const uint32_t max_id = version_ == 1 ? 0xFFFF : 0x7FFFFFFF;
+    for (int32_t t : tokens)
+        if (t < 0 || static_cast<uint32_t>(t) > max_id)
+            throw DataError(path_, "token id " + std::to_string(t) + " does not fit a version " + std::to_string(version_) + " shard");
     if (version_ == 1) {
         std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
         write(narrow.data(), narrow.size() * 2);

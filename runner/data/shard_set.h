@@ -32,11 +32,11 @@ struct ShardDocs {
 };
 
 struct ShardSetOptions {
-    std::string split;                   // for a directory: "train", "val" or "" (every shard)
-    std::optional<int64_t> vocab_size;   // the tokenizer's; default: the manifest's
-    std::optional<int64_t> bos_id;       // ditto
-    std::string tokenizer_sha256;        // non-empty: the manifest's tokenizer must be this one
-    std::string tokenizer_name;          // the tokenizer's path, for messages
+    std::string split{};                 // for a directory: "train", "val" or "" (every shard)
+    std::optional<int64_t> vocab_size{}; // the tokenizer's; default: the manifest's
+    std::optional<int64_t> bos_id{};     // ditto
+    std::string tokenizer_sha256{};      // non-empty: the manifest's tokenizer must be this one
+    std::string tokenizer_name{};        // the tokenizer's path, for messages
     bool verify_sha256 = false;          // also hash every shard against the manifest
     int threads = 0;                     // 0 = every core
 };

@@ -1,0 +1,245 @@
+#include "runner/data/tokenize.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "runner/data/corpus.h"
+#include "runner/data/errors.h"
+#include "runner/data/sha256.h"
+#include "runner/data/shard.h"
+#include "runner/util/format.h"
+
+namespace fs = std::filesystem;
+
+namespace l3lab::data {
+
+bool is_validation_document(std::string_view text, double val_fraction) {
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, then the splitmix64 finaliser to spread the bits
+    for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+    h ^= h >> 30; h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27; h *= 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return static_cast<double>(h >> 11) * 0x1.0p-53 < val_fraction;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void fsync_path(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
+}
+
+// Removes the temporary directory unless released.
+struct TempDirGuard {
+    std::string path;
+    ~TempDirGuard() {
+        if (path.empty()) return;
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+// The shards of one split: rolls over to a new file before a document would overflow the current one.
+class SplitWriter {
+public:
+    SplitWriter(std::string dir, std::string split, int version, int64_t shard_tokens)
+        : dir_(std::move(dir)), split_(std::move(split)), version_(version), shard_tokens_(shard_tokens) {}
+
+    void add(const std::vector<int32_t>& doc) {
+        if (static_cast<int64_t>(doc.size()) > kMaxShardTokens)
+            throw DataError(split_, "a document of " + util::group_digits(static_cast<int64_t>(doc.size())) +
+                                        " tokens does not fit in a shard");
+        if (writer_ && writer_->num_tokens() > 0 &&
+            static_cast<int64_t>(writer_->num_tokens() + doc.size()) > shard_tokens_)
+            finish();
+        if (!writer_) {
+            name_ = fmt::format("{}_{:06d}.bin", split_, files_.size());
+            writer_ = std::make_unique<ShardWriter>((fs::path(dir_) / name_).string(), version_);
+            documents_ = 0;
+        }
+        writer_->append(doc);
+        ++documents_;
+    }
+
+    void finish() {
+        if (!writer_) return;
+        const int64_t tokens = static_cast<int64_t>(writer_->num_tokens());
+        writer_->close();
+        writer_.reset();
+        files_.push_back({name_, split_, tokens, documents_, ""});
+    }
+
+    std::vector<ManifestFile>& files() { return files_; }
+
+private:
+    std::string dir_, split_;
+    int version_;
+    int64_t shard_tokens_;
+    std::unique_ptr<ShardWriter> writer_;
+    std::string name_;
+    int64_t documents_ = 0;
+    std::vector<ManifestFile> files_;
+};
+
+// Encodes docs[i] into out[i], on `threads` threads; the first failure is rethrown.
+void encode_parallel(const Tokenizer& tokenizer, const std::vector<Document>& docs,
+                     std::vector<std::vector<int32_t>>& out, int threads) {
+    out.resize(docs.size());
+    std::atomic<size_t> next{0};
+    std::exception_ptr error;
+    std::atomic<bool> failed{false};
+    auto work = [&] {
+        try {
+            for (size_t i; !failed && (i = next++) < docs.size();) out[i] = tokenizer.encode(docs[i].text);
+        } catch (...) {
+            if (!failed.exchange(true)) error = std::current_exception();
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& tokenizer_path,
+                               const std::vector<std::string>& inputs, const std::string& output_dir,
+                               const TokenizeOptions& options,
+                               const std::function<void(const std::string&)>& progress) {
+    if (options.shard_tokens < 1 || options.shard_tokens > kMaxShardTokens)
+        throw DataError("--shard-tokens", "must be between 1 and " + util::group_digits(kMaxShardTokens));
+    if (!(options.val_fraction >= 0 && options.val_fraction < 1))
+        throw DataError("--val-fraction", "must be at least 0 and below 1");
+    if (inputs.empty()) throw DataError("--input", "no inputs given");
+    std::vector<InputFile> files = expand_inputs(inputs);
+
+    fs::path out = fs::path(output_dir).lexically_normal();
+    if (!out.has_filename()) out = out.parent_path();  // "dir/"
+    std::error_code ec;
+    if (fs::exists(out, ec)) {
+        if (!fs::is_directory(out, ec)) throw DataError(output_dir, "exists and is not a directory");
+        if (!fs::is_empty(out, ec) && !options.overwrite)
+            throw DataError(output_dir, "exists and is not empty; pass --overwrite to replace it");
+    }
+    const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+    const std::string base = out.filename().string();
+    fs::create_directories(parent, ec);
+    std::string pattern = (parent / ("." + base + ".tmp-XXXXXX")).string();
+    if (!mkdtemp(pattern.data())) throw DataError(output_dir, "cannot create a temporary directory beside it");
+    TempDirGuard guard{pattern};
+    const std::string tmp = pattern;
+    const mode_t mask = ::umask(0);  // mkdtemp makes 0700; the output gets the usual 0777 & ~umask
+    ::umask(mask);
+    ::chmod(tmp.c_str(), 0777 & ~mask);
+    const std::string unique = tmp.substr(tmp.size() - 6);
+
+    const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int version = shard_version_for_vocab(tokenizer.vocab_size());
+    SplitWriter train(tmp, "train", version, options.shard_tokens), val(tmp, "val", version, options.shard_tokens);
+
+    TokenizeReport report;
+    report.threads = threads;
+    const auto start = Clock::now();
+    auto last_progress = start;
+    int64_t total_tokens = 0;
+    DocumentReader reader(files);
+    std::vector<Document> chunk;
+    std::vector<std::vector<int32_t>> encoded;
+    const int32_t bos = tokenizer.bos_id();
+    for (bool more = true; more;) {
+        // A chunk of about 8 MB of text: big enough to keep every thread busy, small enough for memory.
+        chunk.clear();
+        size_t chunk_bytes = 0;
+        while (chunk_bytes < (8u << 20)) {
+            Document d;
+            if (!(more = reader.next(d))) break;
+            chunk_bytes += d.text.size();
+            chunk.push_back(std::move(d));
+        }
+        encode_parallel(tokenizer, chunk, encoded, threads);
+        for (size_t i = 0; i < chunk.size(); ++i) {
+            encoded[i].insert(encoded[i].begin(), bos);
+            total_tokens += static_cast<int64_t>(encoded[i].size());
+            (is_validation_document(chunk[i].text, options.val_fraction) ? val : train).add(encoded[i]);
+        }
+        if (progress && Clock::now() - last_progress > std::chrono::seconds(5)) {
+            last_progress = Clock::now();
+            const double s = std::chrono::duration<double>(last_progress - start).count();
+            progress(fmt::format("  {:.1f} MB read, {} tokens, {} tokens/s", reader.bytes_read() / 1e6,
+                                 util::group_digits(total_tokens), util::group_digits(static_cast<int64_t>(total_tokens / s))));
+        }
+    }
+    train.finish();
+    val.finish();
+    if (train.files().empty() && val.files().empty())
+        throw DataError(inputs.front(), "no documents in the inputs" +
+                                            (reader.empty_skipped() ? " (" + util::group_digits(reader.empty_skipped()) + " empty ones skipped)"
+                                                                    : std::string()));
+
+    Manifest& m = report.manifest;
+    m.created_by = options.created_by;
+    m.tokenizer_file = tokenizer_path;
+    m.tokenizer_sha256 = tokenizer.sha256();
+    m.vocab_size = tokenizer.vocab_size();
+    m.bos_id = bos;
+    m.shard_version = version;
+    m.shard_tokens = options.shard_tokens;
+    m.val_fraction = options.val_fraction;
+    m.inputs = inputs;
+    m.empty_documents_skipped = reader.empty_skipped();
+    for (auto* split : {&train, &val})
+        for (auto& f : split->files()) {
+            f.sha256 = sha256_file((fs::path(tmp) / f.file).string());
+            m.files.push_back(f);
+        }
+    {
+        const std::string path = (fs::path(tmp) / kManifestName).string();
+        std::ofstream o(path, std::ios::binary);
+        o << m.to_json();
+        o.close();
+        if (!o) throw DataError(path, "write failed");
+        fsync_path(path);
+    }
+    fsync_path(tmp);
+
+    // Into place: an existing output moves aside first and goes only once the new one is there.
+    std::string old;
+    if (fs::exists(out, ec)) {
+        old = (parent / ("." + base + ".old-" + unique)).string();
+        fs::rename(out, old, ec);
+        if (ec) throw DataError(output_dir, "cannot move the existing directory aside: " + ec.message());
+    }
+    fs::rename(tmp, out, ec);
+    if (ec) {
+        if (!old.empty()) fs::rename(old, out, ec);
+        throw DataError(output_dir, "cannot move the new shards into place: " + ec.message());
+    }
+    guard.path = old;  // removes the replaced directory, if any
+    fsync_path(parent.string());
+
+    report.manifest_path = (out / kManifestName).string();
+    report.bytes = reader.bytes_read();
+    report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return report;
+}
+
+}  // namespace l3lab::data

@@ -1,0 +1,46 @@
+// `l3lab data tokenize`: text inputs -> BOS-prefixed token shards for train and val + manifest.json.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runner/data/manifest.h"
+#include "runner/data/tokenizer.h"
+
+namespace l3lab::data {
+
+struct TokenizeOptions {
+    int64_t shard_tokens = 100'000'000;  // a shard is closed before it would exceed this (llm.c's size)
+    double val_fraction = 0.05;          // share of documents pinned to validation
+    int threads = 0;                     // 0 = every core
+    bool overwrite = false;              // replace a non-empty output directory
+    std::string created_by = "l3lab";    // recorded in manifest.json
+};
+
+struct TokenizeReport {
+    Manifest manifest;
+    std::string manifest_path;
+    int64_t bytes = 0;  // text bytes tokenized
+    double seconds = 0;
+    int threads = 1;
+};
+
+// Whether a document belongs to the validation split: decided by a hash of its text alone, so the split
+// is pinned - it does not change with the inputs' order, other documents, the shard size or how many
+// training shards there are.
+bool is_validation_document(std::string_view text, double val_fraction);
+
+// Reads the inputs (see corpus.h), encodes documents in parallel, writes `train_NNNNNN.bin` and
+// `val_NNNNNN.bin` (uint16 tokens when the vocabulary fits, else uint32; each document starts with BOS,
+// no document is split) and manifest.json into a temporary directory beside `output_dir`, then renames
+// it into place. Nothing is left behind on error, and an existing output is replaced only with
+// `overwrite`. Throws DataError for bad inputs or options. `progress` gets a line now and then.
+TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& tokenizer_path,
+                               const std::vector<std::string>& inputs, const std::string& output_dir,
+                               const TokenizeOptions& options,
+                               const std::function<void(const std::string&)>& progress = {});
+
+}  // namespace l3lab::data
