@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
   libhdf5-dev
   libspdlog-dev libfmt-dev
   nlohmann-json3-dev
+  libssl-dev
   libsentencepiece-dev
   libgtest-dev libgmock-dev
   python3-h5py python3-matplotlib python3-pandas
