@@ -1,6 +1,7 @@
 #include "modules/optim/muon_adamw.h"
 
 #include <ATen/ATen.h>
+#include <ATen/ScalarOps.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
@@ -29,6 +30,12 @@ constexpr std::array<std::array<double, 3>, 5> kPolarExpress = {{
 // A 0-D float32 CPU tensor: the reference fills such tensors with its hyperparameters, so every
 // scalar formula on them is float32 arithmetic, done here by the same ATen kernels.
 at::Tensor cpu_scalar(double value) { return at::scalar_tensor(value, at::TensorOptions().dtype(at::kFloat)); }
+
+// A Python float as Python hands it to a tensor operation: a wrapped-number 0-D double tensor, the second
+// operand. In-place ops must take this, not a c10::Scalar: libtorch's Scalar overloads of the in-place
+// ops (mul_.Scalar, ...) put the scalar first, so on a bfloat16 tensor it is rounded to bfloat16 before
+// the product, while `t * 1.02` in Python (and out of place in C++) multiplies by float32(1.02).
+at::Tensor py_float(double value) { return at::native::wrapped_scalar_tensor(value); }
 
 std::string where(const ParamGroup& group, const std::string& param) {
     return "optimizer group '" + group.options.name + "' (" + kind_name(group.options.kind) + "), parameter '" +
@@ -113,6 +120,13 @@ void MuonAdamW::zero_grad() {
     }
 }
 
+// Speed without changing a bit: every formula below is the reference's, computed by the same ATen
+// kernel with the same operands and the same rounding after every operation. Only where results live
+// differs: in-place and out= variants write into tensors this step already owns (or into a scratch
+// tensor kept between steps) instead of fresh allocations, which on the CPU cost a page fault per 4 KiB
+// every time. Swapping the operands of a commutative `+` or `*` is exact. The parity tests check the
+// results bit for bit against the reference's eager step.
+
 // The reference's _step_adamw + adamw_step_fused, per parameter.
 void MuonAdamW::step_adamw(const ParamGroup& group, GroupState& state) {
     const GroupOptions& o = group.options;
@@ -133,17 +147,31 @@ void MuonAdamW::step_adamw(const ParamGroup& group, GroupState& state) {
         }
         s.step += 1;
         const at::Tensor step_t = cpu_scalar(static_cast<double>(s.step));
+        at::Tensor tmp = scratch(Slot::AdamWTemp, p.sizes(), p.options());
 
-        p.mul_(decay);
-        s.exp_avg.lerp_(grad, one_minus_beta1);
-        s.exp_avg_sq.lerp_(grad.square(), one_minus_beta2);
+        p.mul_(decay);                                   // p.mul_(1 - lr_t * wd_t)
+        s.exp_avg.lerp_(grad, one_minus_beta1);          // exp_avg.lerp_(grad, 1 - beta1_t)
+        at::pow_out(tmp, grad, 2);                       // grad.square()
+        s.exp_avg_sq.lerp_(tmp, one_minus_beta2);        // exp_avg_sq.lerp_(grad.square(), 1 - beta2_t)
         const at::Tensor bias1 = at::rsub(at::pow(beta1_t, step_t), 1);
         const at::Tensor bias2 = at::rsub(at::pow(beta2_t, step_t), 1);
-        const at::Tensor denom = (s.exp_avg_sq / bias2).sqrt() + eps_t;
+        at::div_out(tmp, s.exp_avg_sq, bias2).sqrt_().add_(eps_t);  // denom = (exp_avg_sq / bias2).sqrt() + eps_t
         const at::Tensor step_size = lr_t / bias1;
+        at::div_out(tmp, s.exp_avg, tmp);                // exp_avg / denom
         // The reference passes alpha=-step_size, a 0-D tensor that Python turns into its value.
-        p.add_(s.exp_avg / denom, (-step_size).item());
+        p.add_(tmp, (-step_size).item());
     }
+}
+
+at::Tensor MuonAdamW::scratch(Slot slot, at::IntArrayRef shape, const at::TensorOptions& options) {
+    const int64_t numel = c10::multiply_integers(shape);
+    for (auto& [s, t] : scratch_) {
+        if (s != slot || t.scalar_type() != options.dtype().toScalarType() || t.device() != options.device()) continue;
+        if (t.numel() < numel) t = at::empty({numel}, options);
+        return t.narrow(0, 0, numel).view(shape);
+    }
+    scratch_.emplace_back(slot, at::empty({numel}, options));
+    return scratch_.back().second.view(shape);
 }
 
 // The reference's _step_muon + muon_step_fused for one stack of same-shape parameters.
@@ -168,8 +196,10 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
     }
     const int64_t red_dim = rows >= cols ? -1 : -2;
 
-    at::Tensor stacked_grads = at::stack(grads);
-    at::Tensor stacked_params = at::stack(params);
+    at::Tensor stacked_grads = scratch(Slot::StackedGrads, {k, rows, cols}, first.options());
+    at::Tensor stacked_params = scratch(Slot::StackedParams, {k, rows, cols}, first.options());
+    at::stack_out(stacked_grads, grads);
+    at::stack_out(stacked_params, params);
 
     const at::Tensor momentum_t = cpu_scalar(o.momentum);
     const at::Tensor beta2_t = cpu_scalar(o.beta2);
@@ -183,28 +213,39 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
     stack.momentum_buffer.lerp_(stacked_grads, at::rsub(momentum, 1));
     at::Tensor g = stacked_grads.lerp_(stack.momentum_buffer, momentum);
 
-    // Polar Express.
+    // Polar Express: X = g.bfloat16(); X = X / (‖X‖_F * 1.02 + 1e-6); then per coefficient triple
+    // tall:  A = X.mT @ X; B = b * A + c * (A @ A); X = a * X + X @ B
+    // wide:  A = X @ X.mT; B = b * A + c * (A @ A); X = a * X + B @ X
     const at::ScalarType polar_type = o.precision == MuonPrecision::BFloat16 ? at::kBFloat16 : at::kFloat;
-    at::Tensor x = g.to(polar_type);
-    x = x / (at::linalg_vector_norm(x, 2, at::IntArrayRef{-2, -1}, /*keepdim=*/true) * 1.02 + 1e-6);
+    at::Tensor x = g.to(polar_type);  // for Float32 this is g itself, which is not needed any more
+    x.div_(at::linalg_vector_norm(x, 2, at::IntArrayRef{-2, -1}, /*keepdim=*/true)
+               .mul_(py_float(1.02))
+               .add_(py_float(1e-6)));
     const bool tall = rows > cols;
+    at::Tensor A, AA, next;  // buffers reused across the iterations
     for (int s = 0; s < o.ns_steps; ++s) {
         const auto& [a, b, c] = kPolarExpress[static_cast<size_t>(s)];
         if (tall) {
-            const at::Tensor A = at::matmul(x.mT(), x);
-            const at::Tensor B = A * b + at::matmul(A, A) * c;
-            x = x * a + at::matmul(x, B);
+            A = A.defined() ? at::matmul_out(A, x.mT(), x) : at::matmul(x.mT(), x);
         } else {
-            const at::Tensor A = at::matmul(x, x.mT());
-            const at::Tensor B = A * b + at::matmul(A, A) * c;
-            x = x * a + at::matmul(B, x);
+            A = A.defined() ? at::matmul_out(A, x, x.mT()) : at::matmul(x, x.mT());
         }
+        AA = AA.defined() ? at::matmul_out(AA, A, A) : at::matmul(A, A);
+        const at::Tensor& B = A.mul_(py_float(b)).add_(AA.mul_(py_float(c)));  // b * A + c * (A @ A)
+        if (tall) {
+            next = next.defined() ? at::matmul_out(next, x, B) : at::matmul(x, B);
+        } else {
+            next = next.defined() ? at::matmul_out(next, B, x) : at::matmul(B, x);
+        }
+        next.add_(x.mul_(py_float(a)));  // a * X + (B @ X), the sum commuted
+        std::swap(x, next);
     }
     g = x;
 
     // NorMuon variance reduction.
     const at::Tensor beta2 = beta2_t.to(g.scalar_type());
-    const at::Tensor v_mean = g.to(at::kFloat).square().mean({red_dim}, /*keepdim=*/true);
+    const at::Tensor v_mean = (g.scalar_type() == at::kFloat ? at::square(g) : g.to(at::kFloat).square_())
+                                  .mean({red_dim}, /*keepdim=*/true);
     const int64_t red_dim_size = g.size(red_dim);
     const at::Tensor v_norm_sq = v_mean.sum(at::IntArrayRef{-2, -1}, /*keepdim=*/true) * red_dim_size;
     const at::Tensor v_norm = v_norm_sq.sqrt();
@@ -213,15 +254,19 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
     const at::Tensor scaled_sq_sum = (v_mean * red_dim_size) * step_size.to(at::kFloat).square();
     const at::Tensor v_norm_new = scaled_sq_sum.sum(at::IntArrayRef{-2, -1}, /*keepdim=*/true).sqrt();
     const at::Tensor final_scale = step_size * (v_norm / v_norm_new.clamp_min(1e-10));
-    g = g * final_scale.to(g.scalar_type());
+    g.mul_(final_scale.to(g.scalar_type()));
 
-    // Cautious weight decay and the update.
+    // Cautious weight decay and the update:
+    // stacked_params.sub_(lr * g + lr * wd * stacked_params * mask), mask = (g * stacked_params) >= 0.
     const at::Tensor lr = lr_t.to(g.scalar_type());
     const at::Tensor wd = wd_t.to(g.scalar_type());
-    const at::Tensor mask = (g * stacked_params) >= 0;
-    stacked_params.sub_(lr * g + lr * wd * stacked_params * mask);
+    at::Tensor t = scratch(Slot::MuonTemp, stacked_params.sizes(), stacked_params.options());
+    at::mul_out(t, g, stacked_params);  // g * stacked_params: promoted to the parameters' dtype
+    const at::Tensor mask = t.ge(0);
+    at::mul_out(t, stacked_params, lr * wd).mul_(mask).add_(g.mul_(lr));
+    stacked_params.sub_(t);
 
-    for (int64_t i = 0; i < k; ++i) params[static_cast<size_t>(i)].copy_(stacked_params[i]);
+    at::_foreach_copy_(params, stacked_params.unbind(0));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ struct ParamGroup {
     std::vector<NamedTensor> params;  // fixed after construction; names must be unique overall
 };
 
+// Memory: besides the state (AdamW: two moments per parameter; Muon: a momentum buffer per parameter and
+// a factored second moment) it keeps temporaries between steps, shared by all groups: one the size of
+// the largest AdamW parameter (per dtype) and three the size of the largest Muon stack (K x R x C).
 class MuonAdamW {
 public:
     // Checks the groups (std::invalid_argument naming the group and parameter): unique parameter
@@ -106,9 +109,14 @@ private:
 
     void step_adamw(const ParamGroup& group, GroupState& state);
     void step_muon(const ParamGroup& group, MuonStack& stack);
+    // Temporaries kept between steps (a CPU allocation this size costs a page fault per 4 KiB each time):
+    // one buffer per slot, dtype and device, grown to the largest request, shared by all groups.
+    enum class Slot { AdamWTemp, StackedGrads, StackedParams, MuonTemp };
+    at::Tensor scratch(Slot slot, at::IntArrayRef shape, const at::TensorOptions& options);
 
     std::vector<ParamGroup> groups_;
     std::vector<GroupState> state_;
+    std::vector<std::pair<Slot, at::Tensor>> scratch_;
 };
 
 }  // namespace l3lab::optim
