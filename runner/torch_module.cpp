@@ -30,7 +30,8 @@ const TorchModule* torch_module(std::string* error) {
             return;
         }
         module.runtime_info_fn = reinterpret_cast<const char* (*)()>(dlsym(handle, "l3lab_torch_runtime_info"));
-        if (!module.runtime_info_fn) load_error = path + " lacks l3lab_torch_runtime_info";
+        module.train_fn = reinterpret_cast<int (*)(const char*)>(dlsym(handle, "l3lab_torch_train"));
+        if (!module.runtime_info_fn || !module.train_fn) load_error = path + " lacks the l3lab_torch_* entry points";
     });
     if (!load_error.empty() || !module.runtime_info_fn) {
         if (error) *error = load_error;

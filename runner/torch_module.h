@@ -9,9 +9,12 @@ namespace l3lab {
 
 // The module's C entry points, resolved with dlsym.
 struct TorchModule {
-    const char* (*runtime_info_fn)();  // multi-line "key: value" text
+    const char* (*runtime_info_fn)();            // multi-line "key: value" text
+    int (*train_fn)(const char* request_json);   // train::run_training; returns the exit code
 
     std::string runtime_info() const { return runtime_info_fn(); }
+    // {"run_dir": ..., "resume": bool, "init_from": ...}
+    int train(const std::string& request_json) const { return train_fn(request_json.c_str()); }
 };
 
 // nullptr (and a reason in *error) when the module is missing or cannot be loaded.

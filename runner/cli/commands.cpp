@@ -19,6 +19,9 @@ const std::vector<Command>& commands() {
          cmd_config},
         {"plan", "EXP.yaml [key=value ...] [--json] [--world-size N]",
          "model shapes, parameter groups, FLOPs/token, horizon, batch, LR/WD scaling", cmd_plan},
+        {"train", "EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]",
+         "train one run (nanochat's base_train loop) into a new run directory", cmd_train},
+        {"resume", "RUN_DIR", "continue a run from its newest complete checkpoint", cmd_resume},
         {"data", "train-tokenizer|tokenize|inspect|batches [options]",
          "tokenizer training, token shards + manifest, shard inspection, batch preview", cmd_data},
     };

@@ -133,6 +133,7 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.name = get_string(tree, "name");
     e.seed = get_int(tree, "seed");
     e.device = get_string(tree, "device");
+    if (!is_keyword(tree, "device_peak_flops", "auto")) e.device_peak_flops = get_float(tree, "device_peak_flops");
 
     ModelConfig& m = e.model;
     m.vocab_size = get_int(tree, "model.vocab_size");
@@ -218,5 +219,33 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
 }
 
 std::string to_yaml(const Experiment& experiment) { return emit_yaml(experiment.tree, experiment_schema()); }
+
+static std::string flow(const Node& n) {
+    if (n.is_map()) {
+        std::string out = "{";
+        for (const auto& [k, v] : n.entries) out += (out.size() > 1 ? ", " : "") + k + ": " + flow(v);
+        return out + "}";
+    }
+    if (n.is_sequence()) {
+        std::string out = "[";
+        for (size_t i = 0; i < n.items.size(); ++i) out += (i ? ", " : "") + flow(n.items[i]);
+        return out + "]";
+    }
+    return n.is_null() ? "null" : n.scalar;
+}
+
+static void flatten_into(const Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+    if (n.is_map()) {
+        for (const auto& [k, v] : n.entries) flatten_into(v, prefix.empty() ? k : prefix + "." + k, out);
+        return;
+    }
+    out[prefix] = flow(n);
+}
+
+std::map<std::string, std::string> flatten(const Node& tree) {
+    std::map<std::string, std::string> out;
+    flatten_into(tree, "", out);
+    return out;
+}
 
 }  // namespace l3lab::config

@@ -2,6 +2,7 @@
 // values the rest of l3lab reads. This is the one place where YAML becomes plain structs.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -90,6 +91,7 @@ struct Experiment {
     std::string name;
     long long seed = 42;
     std::string device = "auto";
+    std::optional<double> device_peak_flops;  // nullopt = look the device up
     ModelConfig model;
     HorizonConfig horizon;
     BatchConfig batch;
@@ -114,5 +116,9 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
 
 // The resolved experiment as YAML: byte-identical for the same inputs.
 std::string to_yaml(const Experiment& experiment);
+
+// Every leaf of a validated tree as dotted key -> canonical text (lists and records as flow YAML), for
+// comparing two resolved configs.
+std::map<std::string, std::string> flatten(const Node& tree);
 
 }  // namespace l3lab::config

@@ -22,6 +22,8 @@ const Schema& experiment_schema() {
         add({"name", T::String, "\"\"", "run name (part of the run directory); default: the file's stem"});
         add({"seed", T::Int, "42", "random seed for weights and data order", {}, {}, 0, 4294967295.0});
         add({"device", T::Enum, "auto", "where to train", {"auto", "cpu", "cuda"}});
+        add({"device_peak_flops", T::Float, "auto",
+             "peak bf16 FLOP/s for MFU; auto = the reference's table by GPU name (0 on a CPU)", {}, {"auto"}, 0, 1e20});
 
         add({"model.vocab_size", T::Int, "32768", "vocabulary size V (the tokenizer's)", {}, {}, 2, 1e9});
         add({"model.sequence_len", T::Int, "2048", "context length T", {}, {}, 1, 1e7});

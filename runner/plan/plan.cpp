@@ -104,6 +104,13 @@ Plan make_plan(const config::Experiment& e, int world_size) {
         errors.throw_if_any();
     }
     p.grad_accum_steps = p.total_batch_size / p.tokens_per_micro_batch;
+    const int64_t eval_batch = e.batch.device_batch_size * e.model.sequence_len * world_size;
+    if (e.eval_tokens < eval_batch) {
+        errors.add(e.where("eval.tokens"), "eval.tokens",
+                   util::group_digits(e.eval_tokens) + " tokens is less than one evaluation batch (device_batch_size x "
+                   "sequence_len x world_size = " + util::group_digits(eval_batch) + ")");
+        errors.throw_if_any();
+    }
     p.optimizer_groups = plan_optimizer(e, p.model, p.shape.params, p.batch_lr_scale, p.weight_decay_scaled);
     return p;
 }

@@ -1,0 +1,244 @@
+// `l3lab train` and `l3lab resume`: everything that can be checked without libtorch is checked here,
+// before any run directory exists (bad config or data: exit 2); then the run directory is made and the
+// torch module trains in it.
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "modules/shapes/shapes.h"
+#include "runner/cli/cli.h"
+#include "runner/cli/commands.h"
+#include "runner/config/experiment.h"
+#include "runner/config/schema.h"
+#include "runner/data/errors.h"
+#include "runner/data/shard_set.h"
+#include "runner/data/tokenizer.h"
+#include "runner/io/safetensors.h"
+#include "runner/plan/plan.h"
+#include "runner/run/run_dir.h"
+#include "runner/torch_module.h"
+#include "runner/train/checkpoints.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace l3lab::cli {
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+// Opening the data checks every shard and the tokenizer/shard pairing: problems exit 2 here, before a
+// run directory is made, with the file (and offset) named.
+void check_data(const config::Experiment& e) {
+    data::ShardSetOptions options;
+    if (fs::exists(e.data_tokenizer)) {
+        auto tokenizer = data::load_tokenizer(e.data_tokenizer);
+        options.vocab_size = tokenizer->vocab_size();
+        options.bos_id = tokenizer->bos_id();
+        options.tokenizer_sha256 = tokenizer->sha256();
+        options.tokenizer_name = e.data_tokenizer;
+        if (tokenizer->vocab_size() != e.model.vocab_size)
+            throw config::ConfigException({{e.where("model.vocab_size"), "model.vocab_size",
+                                            std::to_string(e.model.vocab_size) + " differs from the tokenizer's " +
+                                                std::to_string(tokenizer->vocab_size()) + " (" + e.data_tokenizer + ")"}});
+    }
+    for (const auto& [key, spec, split] : {std::tuple{"data.train", e.data_train, "train"}, std::tuple{"data.val", e.data_val, "val"}}) {
+        options.split = split;
+        try {
+            auto shards = data::ShardSet::open(spec, options);
+            if (shards->vocab_size() > e.model.vocab_size)
+                throw config::ConfigException({{e.where("model.vocab_size"), "model.vocab_size",
+                                                "the shards " + spec + " use a vocabulary of " +
+                                                    std::to_string(shards->vocab_size()) + " tokens, more than the model's " +
+                                                    std::to_string(e.model.vocab_size)}});
+        } catch (const data::DataError& err) {
+            std::vector<config::ConfigError> errors = err.errors();
+            errors.insert(errors.begin(), {e.where(key), key, "cannot use these shards (" + spec + "):"});
+            throw config::ConfigException(errors);
+        }
+    }
+}
+
+// --init-from: the file must hold exactly the model's tensors (names and shapes), L3 bounds included.
+void check_init_from(const config::Experiment& e, const plan::Plan& p, const std::string& path) {
+    io::SafetensorsFile file;
+    try {
+        file = io::read_safetensors(path);
+    } catch (const io::SafetensorsError& err) {
+        throw config::ConfigException({{{path, 0, 0}, "--init-from", err.what()}});
+    }
+    std::vector<std::pair<std::string, std::vector<int64_t>>> expected;
+    for (const auto& param : p.shape.params) expected.emplace_back(param.name, param.shape);
+    for (const auto& placement : p.model.l3)
+        expected.emplace_back("l3_layers." + std::to_string(placement.after_block) + ".bounds",
+                              std::vector<int64_t>{e.model.vocab_size + 1});
+    std::vector<config::ConfigError> errors;
+    for (const auto& problem : io::check_names_and_shapes(file, expected))
+        errors.push_back({{path, 0, 0}, "--init-from", problem});
+    if (!errors.empty()) throw config::ConfigException(errors);
+}
+
+const TorchModule& require_torch() {
+    std::string error;
+    const TorchModule* module = torch_module(&error);
+    if (!module) throw std::runtime_error("the libtorch module is unavailable: " + error);
+    return *module;
+}
+
+int start_training(const std::string& run_dir, bool resume, const std::string& init_from) {
+    nlohmann::json request = {{"run_dir", run_dir}, {"resume", resume}, {"init_from", init_from}};
+    return require_torch().train(request.dump());
+}
+
+// Keys that may change when a run is resumed: they do not change what is trained.
+bool resumable_change(const std::string& key) {
+    static const char* allowed[] = {"eval.every",      "eval.tokens",           "sample.every",
+                                    "sample.prompts",  "sample.max_tokens",     "checkpoint.every",
+                                    "checkpoint.keep_last", "batch.device_batch_size", "device_peak_flops"};
+    for (const char* a : allowed)
+        if (key == a) return true;
+    return false;
+}
+
+// The run in <output>/<name>/ with this config hash that has not completed, newest first.
+std::optional<std::string> unfinished_run(const config::Experiment& e, const std::string& resolved) {
+    const fs::path parent = fs::path(e.output_dir) / e.name;
+    const std::string suffix = "-" + run::sha256_hex(resolved).substr(0, 8);
+    std::vector<std::string> candidates;
+    std::error_code ec;
+    if (!fs::is_directory(parent, ec)) return std::nullopt;
+    for (const auto& entry : fs::directory_iterator(parent)) {
+        const std::string name = entry.path().filename().string();
+        if (name.find(suffix) == std::string::npos || !run::is_run_dir(entry.path().string())) continue;
+        auto status = run::read_status(entry.path().string());
+        if (status && status->state == "completed") continue;
+        candidates.push_back(entry.path().string());
+    }
+    if (candidates.empty()) return std::nullopt;
+    std::sort(candidates.begin(), candidates.end());
+    return candidates.back();
+}
+
+// Refuses a resume whose config differs from the frozen one, except on the allow-list; accepted changes
+// replace the frozen config (and are logged in resume_changes.log).
+void reconcile_config(const std::string& run_dir, const config::Experiment& now) {
+    const std::string frozen_path = (fs::path(run_dir) / "config.yaml").string();
+    config::Experiment before = config::load_experiment(frozen_path, {});
+    auto a = config::flatten(before.tree), b = config::flatten(now.tree);
+    std::vector<std::string> refused, accepted;
+    for (const auto& [key, value] : b) {
+        auto it = a.find(key);
+        const std::string old = it == a.end() ? "(absent)" : it->second;
+        if (old == value) continue;
+        (resumable_change(key) ? accepted : refused).push_back(key + ": " + old + " -> " + value);
+    }
+    // The device batch may change only at an equal total batch (same steps, same tokens per step).
+    if (plan::make_plan(before).total_batch_size != plan::make_plan(now).total_batch_size)
+        refused.push_back("batch: the total batch size changed");
+    if (!refused.empty()) {
+        std::vector<config::ConfigError> errors;
+        for (const auto& r : refused)
+            errors.push_back({{frozen_path, 0, 0}, "", "cannot resume with a changed config: " + r});
+        throw config::ConfigException(errors);
+    }
+    if (accepted.empty()) return;
+    std::ofstream log(fs::path(run_dir) / "resume_changes.log", std::ios::app);
+    for (const auto& c : accepted) log << run::timestamp_now() << " " << c << "\n";
+    std::ofstream(frozen_path) << config::to_yaml(now);
+}
+
+}  // namespace
+
+int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    (void)err;
+    po::options_description options("options");
+    options.add_options()("run-dir", po::value<std::string>(), "put the run exactly here")(
+        "resume", po::value<std::string>()->default_value("never"),
+        "auto: continue an unfinished run of this config (the --run-dir, or the newest in <output>/<name>/); never")(
+        "init-from", po::value<std::string>(), "start from these reference-named weights (safetensors, L3 bounds included)")(
+        "help,h", "show this help");
+    po::options_description hidden;
+    hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
+    po::options_description all;
+    all.add(options).add(hidden);
+    po::positional_options_description positional;
+    positional.add("positional", -1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        out << "usage: l3lab train EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]\n\n"
+               "Trains one run with nanochat's base_train loop. Config and data are checked before the run directory\n"
+               "is made; then runs/<name>/<timestamp>-<confighash>/ (or --run-dir) holds everything it writes.\n\n"
+            << options << "\n";
+        return 0;
+    }
+    std::vector<std::string> positionals;
+    if (vm.count("positional")) positionals = vm["positional"].as<std::vector<std::string>>();
+    if (positionals.empty()) throw UsageError("missing the experiment file");
+    const std::string resume = vm["resume"].as<std::string>();
+    if (resume != "auto" && resume != "never") throw UsageError("--resume takes auto or never, not '" + resume + "'");
+    std::vector<std::string> overrides(positionals.begin() + 1, positionals.end());
+    for (const auto& o : overrides)
+        if (o.find('=') == std::string::npos) throw UsageError("'" + o + "' is not an override: expected dotted.key=value");
+
+    config::Experiment e = config::load_experiment(positionals.front(), overrides);
+    plan::Plan p = plan::make_plan(e);
+    const std::string resolved = config::to_yaml(e);
+    const std::string init_from = vm.count("init-from") ? vm["init-from"].as<std::string>() : "";
+    if (!init_from.empty()) check_init_from(e, p, init_from);
+    check_data(e);
+
+    std::optional<std::string> explicit_dir;
+    if (vm.count("run-dir")) explicit_dir = vm["run-dir"].as<std::string>();
+    if (resume == "auto") {
+        std::optional<std::string> existing;
+        if (explicit_dir && run::is_run_dir(*explicit_dir)) existing = explicit_dir;
+        else if (!explicit_dir) existing = unfinished_run(e, resolved);
+        if (existing) {
+            reconcile_config(*existing, e);
+            out << "resuming " << *existing << "\n";
+            return start_training(*existing, /*resume=*/true, "");
+        }
+    }
+    std::vector<std::string> command_line{"l3lab", "train"};
+    command_line.insert(command_line.end(), args.begin(), args.end());
+    const std::string dir = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
+    run::initialise_run_dir(dir, resolved, overrides, positionals.front(), command_line);
+    out << "run directory: " << dir << std::endl;
+    return start_training(dir, /*resume=*/false, init_from);
+}
+
+int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    (void)err;
+    if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+        out << "usage: l3lab resume RUN_DIR\n\nContinues a run from its newest complete checkpoint (verified against the\n"
+               "checksums in its DONE marker), with its frozen config.yaml.\n";
+        return 0;
+    }
+    if (args.size() != 1) throw UsageError("expected exactly one run directory");
+    const std::string& dir = args[0];
+    if (!run::is_run_dir(dir))
+        throw config::ConfigException({{{dir, 0, 0}, "", "not a run directory (no config.yaml and STATUS)"}});
+    auto status = run::read_status(dir);
+    if (status && status->state == "completed") {
+        out << dir << " has completed (step " << status->step << "); nothing to resume\n";
+        return 0;
+    }
+    config::Experiment e = config::load_experiment((fs::path(dir) / "config.yaml").string(), {});
+    plan::make_plan(e);
+    check_data(e);
+    out << "resuming " << dir << std::endl;
+    return start_training(dir, /*resume=*/true, "");
+}
+
+}  // namespace l3lab::cli

@@ -1,0 +1,20 @@
+// C entry points of libl3lab_torch.so beyond runtime_info (see runner/torch_module.h).
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+
+#include "runner/torch/trainer.h"
+
+extern "C" int l3lab_torch_train(const char* request_json) {
+    try {
+        nlohmann::json j = nlohmann::json::parse(request_json);
+        l3lab::train::TrainRequest request;
+        request.run_dir = j.at("run_dir").get<std::string>();
+        request.resume = j.value("resume", false);
+        request.init_from = j.value("init_from", "");
+        return l3lab::train::run_training(request);
+    } catch (const std::exception& e) {
+        std::cerr << "l3lab: error: bad training request: " << e.what() << "\n";
+        return 1;
+    }
+}

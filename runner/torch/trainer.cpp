@@ -1,0 +1,630 @@
+// The training loop reads top to bottom in the phases of nanochat's scripts/base_train.py:
+// resolve config -> build model -> plan horizon -> build optimizer and data -> loop (eval, sample,
+// checkpoint, step, log) -> summary. Each phase is one function below run_training().
+#include "runner/torch/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "modules/l3/allocation.h"
+#include "modules/optim/muon_adamw.h"
+#include "modules/optim/schedule.h"
+#include "modules/torch/gpt.h"
+#include "modules/torch/weights.h"
+#include "runner/config/errors.h"
+#include "runner/config/experiment.h"
+#include "runner/data/bpb.h"
+#include "runner/data/errors.h"
+#include "runner/data/loader.h"
+#include "runner/data/sha256.h"
+#include "runner/data/shard_set.h"
+#include "runner/data/tokenizer.h"
+#include "runner/metrics/metrics.h"
+#include "runner/plan/plan.h"
+#include "runner/run/run_dir.h"
+#include "runner/train/checkpoints.h"
+#include "runner/train/log.h"
+#include "runner/train/peak_flops.h"
+#include "runner/util/atomic_file.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace l3lab::train {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// signals: the handler only sets a flag; the loop checkpoints at the next step boundary and exits 3
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void on_stop_signal(int signal) { g_stop_signal = signal; }
+
+struct SignalGuard {
+    struct sigaction old_term {}, old_usr1 {};
+    SignalGuard() {
+        g_stop_signal = 0;
+        struct sigaction action {};
+        action.sa_handler = on_stop_signal;
+        sigemptyset(&action.sa_mask);
+        sigaction(SIGTERM, &action, &old_term);
+        sigaction(SIGUSR1, &action, &old_usr1);
+    }
+    ~SignalGuard() {
+        sigaction(SIGTERM, &old_term, nullptr);
+        sigaction(SIGUSR1, &old_usr1, nullptr);
+    }
+};
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+std::string fixed(double value, int digits) {
+    std::ostringstream os;
+    os.setf(std::ios::fixed);
+    os.precision(digits);
+    os << value;
+    return os.str();
+}
+
+std::string grouped(long long v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return (v < 0 ? "-" : "") + out;
+}
+
+std::string pad5(long long v) {
+    std::string s = std::to_string(v);
+    return s.size() >= 5 ? s : std::string(5 - s.size(), '0') + s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// everything the loop carries from step to step, saved in every checkpoint's state.json
+
+struct LoopState {
+    long long step = 0;
+    double smooth_train_loss = 0;  // EMA of the training loss (beta 0.9), not yet debiased
+    double total_training_time = 0;  // seconds, excluding the first 10 steps (as the reference)
+    std::optional<double> val_bpb;
+    double min_val_bpb = INFINITY;
+};
+
+json loop_state_json(const LoopState& s) {
+    return {{"step", s.step},
+            {"smooth_train_loss", s.smooth_train_loss},
+            {"total_training_time", s.total_training_time},
+            {"val_bpb", s.val_bpb ? json(*s.val_bpb) : json(nullptr)},
+            {"min_val_bpb", std::isfinite(s.min_val_bpb) ? json(s.min_val_bpb) : json(nullptr)}};
+}
+
+LoopState loop_state_from(const json& j) {
+    LoopState s;
+    s.step = j.at("step").get<long long>();
+    s.smooth_train_loss = j.at("smooth_train_loss").get<double>();
+    s.total_training_time = j.at("total_training_time").get<double>();
+    if (!j.at("val_bpb").is_null()) s.val_bpb = j.at("val_bpb").get<double>();
+    s.min_val_bpb = j.at("min_val_bpb").is_null() ? INFINITY : j.at("min_val_bpb").get<double>();
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the run
+
+struct Run {
+    TrainRequest request;
+    config::Experiment config;
+    plan::Plan plan;
+    at::Device device{at::kCPU};
+    std::string device_name = "cpu";
+    double peak_flops = 0;
+
+    std::unique_ptr<data::Tokenizer> tokenizer;  // optional: bpb and samples need it
+    std::shared_ptr<const data::ShardSet> train_shards, val_shards;
+    std::unique_ptr<data::PrefetchingLoader> loader;
+
+    modules::GPT model{nullptr};
+    std::unique_ptr<optim::MuonAdamW> optimizer;
+    std::unique_ptr<metrics::MetricsWriter> metrics;
+    std::string allocation_sha256;
+};
+
+// --- phase 1: config and device ---------------------------------------------------------------
+
+void resolve_config(Run& run) {
+    const fs::path dir(run.request.run_dir);
+    run.config = config::load_experiment((dir / "config.yaml").string(), {});
+    run.plan = plan::make_plan(run.config, /*world_size=*/1);
+    const std::string& wanted = run.config.device;
+    const bool cuda = at::hasCUDA() && at::getNumGPUs() > 0;
+    if (wanted == "cuda" && !cuda)
+        throw config::ConfigException({{run.config.where("device"), "device", "cuda was asked for but no CUDA device is available"}});
+    if (wanted == "cuda" || (wanted == "auto" && cuda)) {
+        run.device = at::Device(at::kCUDA, 0);
+        run.device_name = "cuda";
+    }
+    run.peak_flops = run.config.device_peak_flops.value_or(peak_flops_for(run.device_name));
+}
+
+// --- phase 2: data ------------------------------------------------------------------------------
+
+void open_data(Run& run) {
+    const auto& c = run.config;
+    data::ShardSetOptions options;
+    if (fs::exists(c.data_tokenizer)) {
+        run.tokenizer = data::load_tokenizer(c.data_tokenizer);
+        options.vocab_size = run.tokenizer->vocab_size();
+        options.bos_id = run.tokenizer->bos_id();
+        options.tokenizer_sha256 = run.tokenizer->sha256();
+        options.tokenizer_name = c.data_tokenizer;
+        if (run.tokenizer->vocab_size() != c.model.vocab_size)
+            throw config::ConfigException({{c.where("model.vocab_size"), "model.vocab_size",
+                                            std::to_string(c.model.vocab_size) + " differs from the tokenizer's " +
+                                                std::to_string(run.tokenizer->vocab_size()) + " (" + c.data_tokenizer + ")"}});
+    } else {
+        log_warning("no tokenizer at " + c.data_tokenizer + ": training from shards alone; validation reports loss, "
+                    "not bits per byte, and no samples are generated");
+    }
+    options.split = "train";
+    run.train_shards = data::ShardSet::open(c.data_train, options);
+    options.split = "val";
+    run.val_shards = data::ShardSet::open(c.data_val, options);
+    for (const auto* shards : {run.train_shards.get(), run.val_shards.get()})
+        if (shards->vocab_size() > c.model.vocab_size)
+            throw config::ConfigException({{c.where("model.vocab_size"), "model.vocab_size",
+                                            "the shards " + shards->spec() + " use a vocabulary of " +
+                                                std::to_string(shards->vocab_size()) + " tokens, more than the model's " +
+                                                std::to_string(c.model.vocab_size)}});
+}
+
+data::LoaderOptions loader_options(const Run& run, int batch_size) {
+    data::LoaderOptions o;
+    o.batch_size = batch_size;
+    o.sequence_len = static_cast<int>(run.config.model.sequence_len);
+    o.seed = static_cast<uint64_t>(run.config.seed);
+    return o;
+}
+
+at::Tensor to_device(const std::vector<int64_t>& values, int64_t rows, int64_t cols, const at::Device& device) {
+    at::Tensor cpu = at::from_blob(const_cast<int64_t*>(values.data()), {rows, cols}, at::kLong).clone();
+    return device.is_cpu() ? cpu : cpu.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+// --- phase 3: model -----------------------------------------------------------------------------
+
+// The allocation sample as the reference takes it: the first sample_rows rows (T tokens each) of a
+// batch-size-1 best-fit loader over the training split. Cached on disk by the hash of its inputs.
+std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
+    const auto& c = run.config;
+    data::BestFitLoader sampler(run.train_shards, loader_options(run, 1));
+    std::vector<l3::TokenSequence> rows;
+    data::Sha256 key;
+    const std::string header = c.model.l3.allocation + " V=" + std::to_string(c.model.vocab_size) + " n_emb=" +
+                               std::to_string(l3.n_emb) + " k_max=" + std::to_string(l3.k_max) + " bos=" +
+                               std::to_string(run.train_shards->bos_id()) + "\n";
+    key.update(header);
+    for (long long r = 0; r < c.model.l3.sample_rows; ++r) {
+        data::Batch b = sampler.next();
+        rows.emplace_back(b.inputs.begin(), b.inputs.end());
+        key.update(rows.back().data(), rows.back().size() * sizeof(int32_t));
+    }
+    const std::string sha = key.hex_digest();
+    const fs::path cache = fs::path(c.output_dir) / ".cache" / ("l3-allocation-" + sha.substr(0, 16) + ".json");
+    std::vector<int64_t> counts;
+    if (fs::exists(cache)) {
+        try {
+            json j = json::parse(read_text(cache));
+            if (j.at("sha256") == sha) counts = j.at("rows").get<std::vector<int64_t>>();
+        } catch (const std::exception&) {
+            counts.clear();  // a damaged cache entry is recomputed
+        }
+    }
+    if (counts.empty()) {
+        l3::Allocation a = c.model.l3.allocation == "lzw"
+                               ? l3::lzw_allocation(l3::split_at_bos(rows, static_cast<int32_t>(run.train_shards->bos_id())),
+                                                    c.model.vocab_size, l3.n_emb, l3.k_max)
+                               : l3::frequency_allocation(rows, c.model.vocab_size, l3.n_emb, l3.k_max);
+        for (const auto& w : a.warnings) log_warning("L3 allocation: " + w);
+        counts = a.rows;
+        fs::create_directories(cache.parent_path());
+        util::write_file_atomic(cache.string(), json{{"sha256", sha}, {"rows", counts}}.dump() + "\n");
+    }
+    run.allocation_sha256 = sha;
+    const double weighted = l3::rows_per_occurrence(counts, rows);
+    log_line("L3 allocation (" + c.model.l3.allocation + "): " + grouped(l3.n_emb) + " rows, k_max " +
+             std::to_string(l3.k_max) + ", " + fixed(weighted, 1) + " rows per token occurrence on the sample (" +
+             fixed(static_cast<double>(l3.n_emb) / static_cast<double>(c.model.vocab_size), 1) + " if uniform)");
+    return l3::bounds_from_allocation(counts);
+}
+
+void build_model(Run& run) {
+    run.model = modules::GPT(run.plan.model);
+    if (!run.request.init_from.empty()) {
+        modules::load_weights(run.model, run.request.init_from);  // every tensor, L3 bounds included
+        log_line("weights from " + run.request.init_from + " (no allocation computed)");
+    } else {
+        at::manual_seed(static_cast<uint64_t>(run.config.seed));
+        run.model->init_weights();
+        for (const auto& item : run.model->l3_layers->items()) {
+            auto layer = item.second->as<modules::L3LayerImpl>();
+            std::vector<int64_t> bounds = l3_bounds(run, layer->options);
+            layer->set_bounds(at::tensor(bounds, at::kLong));
+        }
+    }
+    run.model->to(run.device);
+    if (run.device.is_cuda()) run.model->cast_embeddings_to_bf16();
+}
+
+// --- phase 4: optimizer -------------------------------------------------------------------------
+
+void build_optimizer(Run& run) {
+    std::map<std::string, at::Tensor> params;
+    for (const auto& item : run.model->named_parameters(true)) params[item.key()] = item.value();
+    std::vector<optim::ParamGroup> groups;
+    for (const auto& g : run.plan.optimizer_groups) {
+        if (g.params.empty()) continue;
+        optim::ParamGroup group;
+        group.options.name = g.name;
+        group.options.kind = g.kind == "muon" ? optim::Kind::Muon : optim::Kind::AdamW;
+        group.options.lr = g.lr;
+        group.options.beta1 = g.beta1;
+        group.options.beta2 = g.beta2;
+        group.options.eps = g.eps;
+        group.options.weight_decay = g.weight_decay;
+        group.options.ns_steps = static_cast<int>(g.ns_steps);
+        for (const auto& name : g.params) group.params.emplace_back(name, params.at(name));
+        groups.push_back(std::move(group));
+    }
+    run.optimizer = std::make_unique<optim::MuonAdamW>(std::move(groups));
+}
+
+// --- checkpoints --------------------------------------------------------------------------------
+
+at::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+
+void save_checkpoint(Run& run, const LoopState& state, const data::LoaderState& loader_state) {
+    if (run.metrics) run.metrics->flush();  // no step below the checkpoint may be missing after a crash
+    const std::string staging = begin_checkpoint(run.request.run_dir, state.step);
+    const fs::path dir(staging);
+    modules::save_weights(run.model, (dir / "model.safetensors").string());
+    std::vector<io::TensorRecord> records;
+    for (const auto& [name, tensor] : run.optimizer->state()) records.push_back(modules::to_record(name, tensor));
+    records.push_back(modules::to_record("__rng_cpu__", rng_state()));
+    io::write_safetensors((dir / "optimizer.safetensors").string(), records);
+    json s = {{"step", state.step},
+              {"loop", loop_state_json(state)},
+              {"loader", json::parse(loader_state.to_json())},
+              {"config_sha256", run::sha256_hex(read_text(fs::path(run.request.run_dir) / "config.yaml"))},
+              {"l3_allocation_sha256", run.allocation_sha256}};
+    util::write_file_atomic((dir / "state.json").string(), s.dump(2) + "\n");
+    const std::string final_dir = finish_checkpoint(run.request.run_dir, state.step, staging);
+    prune_checkpoints(run.request.run_dir, run.config.checkpoint_keep_last);
+    log_line("checkpoint " + final_dir);
+}
+
+// Loads the newest complete checkpoint; returns its loop state and loader state.
+std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run) {
+    std::vector<std::string> problems;
+    auto newest = newest_checkpoint(run.request.run_dir, &problems);
+    for (const auto& p : problems) log_warning("skipping checkpoint " + p);
+    if (!newest) return std::nullopt;
+    const fs::path dir(newest->dir);
+    modules::load_weights(run.model, (dir / "model.safetensors").string());
+    std::vector<std::pair<std::string, at::Tensor>> opt_state;
+    at::Tensor rng;
+    for (const auto& r : io::read_safetensors((dir / "optimizer.safetensors").string()).tensors) {
+        if (r.name == "__rng_cpu__") rng = modules::to_tensor(r);
+        else opt_state.emplace_back(r.name, modules::to_tensor(r));
+    }
+    run.optimizer->load_state(opt_state);
+    if (rng.defined()) {
+        at::Generator generator = at::detail::getDefaultCPUGenerator();
+        generator.set_state(rng);
+    }
+    json s = json::parse(read_text(dir / "state.json"));
+    LoopState loop = loop_state_from(s.at("loop"));
+    data::LoaderState loader = data::LoaderState::from_json(s.at("loader").dump(), (dir / "state.json").string());
+    run.allocation_sha256 = s.value("l3_allocation_sha256", "");
+    log_line("resumed from " + newest->dir + " (step " + std::to_string(loop.step) + ")");
+    return std::make_pair(loop, loader);
+}
+
+// --- evaluation and samples ---------------------------------------------------------------------
+
+struct EvalResult {
+    double bpb = NAN, loss = NAN;
+};
+
+EvalResult evaluate(Run& run) {
+    torch::NoGradGuard no_grad;
+    const auto& c = run.config;
+    const int64_t B = c.batch.device_batch_size, T = c.model.sequence_len;
+    const int64_t steps = c.eval_tokens / (B * T);
+    data::BestFitLoader val(run.val_shards, loader_options(run, static_cast<int>(B)));
+    data::BpbSums sums;
+    double loss_sum = 0;
+    int64_t loss_count = 0;
+    data::Batch batch;
+    for (int64_t i = 0; i < steps; ++i) {
+        val.next(batch);
+        at::Tensor x = to_device(batch.inputs, B, T, run.device), y = to_device(batch.targets, B, T, run.device);
+        at::Tensor losses = run.model->loss(x, y, modules::LossReduction::None).to(at::kCPU).contiguous();
+        const float* l = losses.data_ptr<float>();
+        for (int64_t k = 0; k < losses.numel(); ++k)
+            if (batch.targets[k] >= 0) loss_sum += l[k], ++loss_count;
+        if (run.tokenizer)
+            data::accumulate_bpb({l, static_cast<size_t>(losses.numel())}, batch.targets, run.tokenizer->token_bytes(), sums);
+    }
+    EvalResult r;
+    r.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : NAN;
+    if (run.tokenizer) r.bpb = data::bits_per_byte(sums);
+    return r;
+}
+
+std::string greedy_sample(Run& run, const std::string& prompt) {
+    torch::NoGradGuard no_grad;
+    std::vector<int32_t> tokens = run.tokenizer->encode(prompt);
+    std::vector<int64_t> ids{run.tokenizer->bos_id()};
+    ids.insert(ids.end(), tokens.begin(), tokens.end());
+    std::vector<int32_t> generated;
+    for (long long i = 0; i < run.config.sample_max_tokens; ++i) {
+        const int64_t context = std::min<int64_t>(static_cast<int64_t>(ids.size()), run.config.model.sequence_len);
+        std::vector<int64_t> window(ids.end() - context, ids.end());
+        at::Tensor x = to_device(window, 1, context, run.device);
+        const int64_t next = run.model->forward(x).select(1, context - 1).argmax(-1).item<int64_t>();
+        ids.push_back(next);
+        generated.push_back(static_cast<int32_t>(next));
+    }
+    return prompt + run.tokenizer->decode(generated);
+}
+
+void write_samples(Run& run, long long step) {
+    if (!run.tokenizer) return;
+    for (const auto& prompt : run.config.sample_prompts) {
+        const std::string text = greedy_sample(run, prompt);
+        log_line(text);
+        run.metrics->sample({step, prompt, text});
+    }
+}
+
+// --- the loop -----------------------------------------------------------------------------------
+
+int train_loop(Run& run) {
+    const auto& c = run.config;
+    const auto& p = run.plan;
+    const int64_t B = c.batch.device_batch_size, T = c.model.sequence_len;
+    const int64_t num_iterations = p.num_iterations;
+    const int64_t flops_per_token = p.shape.flops_per_token;
+
+    LoopState state;
+    std::optional<long long> resume_step;
+    data::BestFitLoader base_loader(run.train_shards, loader_options(run, static_cast<int>(B)));
+    if (run.request.resume) {
+        if (auto loaded = load_checkpoint(run)) {
+            state = loaded->first;
+            base_loader.restore(loaded->second);
+            resume_step = state.step;
+        } else {
+            log_line("no complete checkpoint: starting from step 0");
+        }
+    }
+    run.loader = std::make_unique<data::PrefetchingLoader>(std::move(base_loader));
+
+    // Metrics: a resumed loop logs again from its checkpoint's step, so later records are dropped.
+    metrics::Attributes attrs{read_text(fs::path(run.request.run_dir) / "config.yaml"),
+                              read_text(fs::path(run.request.run_dir) / "provenance.json")};
+    metrics::WriterOptions wo;
+    if (run.request.resume) wo.resume_at_step = state.step;
+    run.metrics = std::make_unique<metrics::MetricsWriter>(run.request.run_dir, attrs, wo);
+
+    log_line("training " + std::to_string(num_iterations) + " steps of " + grouped(p.total_batch_size) + " tokens (" +
+             std::to_string(p.grad_accum_steps) + " x " + std::to_string(B) + " x " + std::to_string(T) + ") on " +
+             run.device_name);
+
+    // The loader state before the pending batch: a checkpoint resumes with exactly that batch next.
+    data::LoaderState pending_state = run.loader->state();
+    data::Batch batch;
+    run.loader->next(batch);
+    run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+
+    while (true) {
+        const bool last_step = state.step == num_iterations;
+        const double flops_so_far = static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size) *
+                                    static_cast<double>(state.step);
+
+        // The final checkpoint comes before the final evaluation, so an eval failure cannot lose the run.
+        if (last_step) save_checkpoint(run, state, pending_state);
+
+        // once in a while: validation bpb (at step 0, every eval.every, at the end)
+        if (last_step || state.step == 0 || (c.eval_every > 0 && state.step % c.eval_every == 0)) {
+            EvalResult r = evaluate(run);
+            state.val_bpb = run.tokenizer ? r.bpb : r.loss;
+            if (run.tokenizer) {
+                state.min_val_bpb = std::min(state.min_val_bpb, r.bpb);
+                log_line("Step " + pad5(state.step) + " | Validation bpb: " + fixed(r.bpb, 6));
+            } else {
+                log_line("Step " + pad5(state.step) + " | Validation loss: " + fixed(r.loss, 6));
+            }
+            metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
+            run.metrics->val(v);
+        }
+
+        // once in a while: greedy samples (every sample.every, at the end)
+        if (last_step || (c.sample_every > 0 && state.step > 0 && state.step % c.sample_every == 0))
+            write_samples(run, state.step);
+
+        // checkpoint every checkpoint.every steps (not at the step a resume started from)
+        if (!last_step && state.step > 0 && c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0 &&
+            resume_step != state.step)
+            save_checkpoint(run, state, pending_state);
+
+        if (last_step) break;
+
+        // one training step: gradient accumulation over micro-batches, then the optimizer
+        const auto t0 = std::chrono::steady_clock::now();
+        at::Tensor train_loss;
+        for (int64_t micro = 0; micro < p.grad_accum_steps; ++micro) {
+            at::Tensor x = to_device(batch.inputs, B, T, run.device), y = to_device(batch.targets, B, T, run.device);
+            at::Tensor loss = run.model->loss(x, y);
+            train_loss = loss.detach();
+            (loss / static_cast<double>(p.grad_accum_steps)).backward();
+            pending_state = run.loader->state();
+            run.loader->next(batch);
+        }
+        const double lrm = optim::lr_multiplier(state.step, num_iterations, c.schedule.warmup_ratio,
+                                                c.schedule.warmdown_ratio, c.schedule.final_lr_frac);
+        const double momentum = optim::muon_momentum(state.step, c.schedule.muon_momentum_start,
+                                                     c.schedule.muon_momentum_end, c.schedule.muon_momentum_warmup_steps);
+        for (auto& g : run.optimizer->groups()) {
+            g.options.lr = g.initial_lr * lrm;
+            if (g.options.kind == optim::Kind::Muon) {
+                g.options.momentum = momentum;
+                if (c.schedule.weight_decay_linear)
+                    g.options.weight_decay = optim::weight_decay_at(state.step, num_iterations, p.weight_decay_scaled);
+            }
+        }
+        run.optimizer->step();
+        run.optimizer->zero_grad();
+        const double train_loss_f = train_loss.item<double>();  // the one host sync of a step
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!std::isfinite(train_loss_f))
+            throw std::runtime_error("the training loss is " + std::to_string(train_loss_f) + " at step " +
+                                     std::to_string(state.step));
+
+        // logging, as the reference: debiased EMA of the loss, throughput, MFU, ETA after 10 steps
+        const double ema_beta = 0.9;
+        state.smooth_train_loss = ema_beta * state.smooth_train_loss + (1 - ema_beta) * train_loss_f;
+        const double debiased = state.smooth_train_loss / (1 - std::pow(ema_beta, static_cast<double>(state.step + 1)));
+        const double pct_done = 100.0 * static_cast<double>(state.step) / static_cast<double>(num_iterations);
+        const double tok_per_sec = static_cast<double>(p.total_batch_size) / dt;
+        const double flops_per_sec = static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size) / dt;
+        const double mfu = run.peak_flops > 0 ? 100.0 * flops_per_sec / run.peak_flops : 0.0;
+        if (state.step > 10) state.total_training_time += dt;
+        std::string eta;
+        if (state.step > 10) {
+            const double avg = state.total_training_time / static_cast<double>(state.step - 10);
+            eta = " | eta: " + fixed(static_cast<double>(num_iterations - state.step) * avg / 60.0, 1) + "m";
+        }
+        log_line("step " + pad5(state.step) + "/" + pad5(num_iterations) + " (" + fixed(pct_done, 2) + "%) | loss: " +
+                 fixed(debiased, 6) + " | lrm: " + fixed(lrm, 2) + " | dt: " + fixed(dt * 1000, 2) + "ms | tok/sec: " +
+                 grouped(static_cast<long long>(tok_per_sec)) + " | mfu: " + fixed(mfu, 2) + " | epoch: " +
+                 std::to_string(batch.epoch) + " | total time: " + fixed(state.total_training_time / 60.0, 2) + "m" + eta);
+        metrics::TrainRecord rec;
+        rec.step = state.step;
+        rec.loss = debiased;
+        rec.raw_loss = train_loss_f;
+        rec.lrm = lrm;
+        rec.dt = dt;
+        rec.tok_per_sec = tok_per_sec;
+        rec.mfu = mfu;
+        rec.tokens = p.total_batch_size * (state.step + 1);
+        rec.flops = flops_so_far + static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size);
+        rec.epoch = batch.epoch;
+        rec.elapsed = state.total_training_time;
+        run.metrics->train(rec);
+
+        state.step += 1;
+        run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+
+        // A stop signal: checkpoint at this step boundary and exit 3 (safe to resume).
+        if (g_stop_signal && state.step < num_iterations) {
+            log_line("signal " + std::to_string(g_stop_signal) + ": checkpointing at step " + std::to_string(state.step));
+            save_checkpoint(run, state, pending_state);
+            run.metrics->close();
+            run::write_status(run.request.run_dir, {"interrupted", state.step, 3, ""});
+            return 3;
+        }
+    }
+
+    // summary: a missing final metric marks the run failed, never zero
+    run.metrics->close();
+    json summary;
+    summary["name"] = c.name;
+    summary["steps"] = state.step;
+    summary["num_iterations"] = num_iterations;
+    summary["total_tokens"] = p.total_tokens;
+    summary["total_flops"] = p.total_flops;
+    summary["params"] = p.shape.counts.total;
+    summary["scaling_params"] = p.scaling_params;
+    summary["flops_per_token"] = flops_per_token;
+    summary["total_training_time"] = state.total_training_time;
+    summary["metric"] = run.tokenizer ? "val_bpb" : "val_loss";
+    summary["final_val"] = state.val_bpb ? json(*state.val_bpb) : json(nullptr);
+    summary["min_val_bpb"] = std::isfinite(state.min_val_bpb) ? json(state.min_val_bpb) : json(nullptr);
+    summary["l3_allocation_sha256"] = run.allocation_sha256;
+    util::write_file_atomic((fs::path(run.request.run_dir) / "summary.json").string(), summary.dump(2) + "\n");
+    if (!state.val_bpb || !std::isfinite(*state.val_bpb)) {
+        run::write_status(run.request.run_dir, {"failed", state.step, 1, "no final validation metric"});
+        log_line("run failed: no final validation metric");
+        return 1;
+    }
+    log_line("Minimum validation bpb: " + (std::isfinite(state.min_val_bpb) ? fixed(state.min_val_bpb, 6) : "n/a"));
+    run::write_status(run.request.run_dir, {"completed", state.step, 0, ""});
+    return 0;
+}
+
+void record_device_in_provenance(const Run& run) {
+    const fs::path path = fs::path(run.request.run_dir) / "provenance.json";
+    json p = json::parse(read_text(path));
+    p["device"] = run.device_name;
+    p["cpu_threads"] = at::get_num_threads();
+    p["data_manifest"] = run.train_shards->manifest_path();
+    p["data_fingerprint"] = run.train_shards->fingerprint();
+    p["l3_allocation_sha256"] = run.allocation_sha256;
+    p["world_size"] = 1;
+    util::write_file_atomic(path.string(), p.dump(2) + "\n");
+}
+
+}  // namespace
+
+int run_training(const TrainRequest& request) {
+    SignalGuard signals;
+    open_log(request.run_dir);
+    Run run;
+    run.request = request;
+    int code = 1;
+    try {
+        resolve_config(run);   // phase 1
+        open_data(run);        // phase 2
+        build_model(run);      // phase 3
+        build_optimizer(run);  // phase 4
+        record_device_in_provenance(run);
+        code = train_loop(run);  // phase 5
+    } catch (const c10::Error& e) {
+        // libtorch's own errors carry a C++ backtrace in what(); the message alone is what users need.
+        log_line(std::string("error: ") + e.what_without_backtrace());
+        auto status = run::read_status(request.run_dir);
+        run::write_status(request.run_dir, {"failed", status ? status->step : 0, 1, e.what_without_backtrace()});
+        code = 1;
+    } catch (const config::ConfigException& e) {
+        for (const auto& err : e.errors()) log_line(err.str());
+        run::write_status(request.run_dir, {"failed", 0, 2, e.what()});
+        code = 2;
+    } catch (const std::exception& e) {
+        log_line(std::string("error: ") + e.what());
+        auto status = run::read_status(request.run_dir);
+        run::write_status(request.run_dir, {"failed", status ? status->step : 0, 1, e.what()});
+        code = 1;
+    }
+    close_log();
+    return code;
+}
+
+}  // namespace l3lab::train

@@ -1,0 +1,16 @@
+// The trainer's console and train.log (spdlog), behind a plain interface so that libtorch translation
+// units never include fmt or spdlog headers (the torch wheel bundles its own, incompatible fmt).
+#pragma once
+
+#include <string>
+
+namespace l3lab::train {
+
+// Opens <run_dir>/train.log (appending) next to stdout. Safe to call again after close_log().
+void open_log(const std::string& run_dir);
+void close_log();
+// One line to stdout and train.log, flushed. Before open_log() it goes to stdout only.
+void log_line(const std::string& line);
+void log_warning(const std::string& line);
+
+}  // namespace l3lab::train
