@@ -31,7 +31,8 @@ TEST(Cli, HelpListsOnlyImplementedCommands) {
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.output.find("config"), std::string::npos);
     EXPECT_NE(r.output.find("plan"), std::string::npos);
-    EXPECT_EQ(r.output.find("  train"), std::string::npos);
+    EXPECT_NE(r.output.find("  train"), std::string::npos);
+    EXPECT_EQ(r.output.find("  sweep"), std::string::npos);  // not implemented yet, so not listed
 }
 
 TEST(Cli, CommandHelp) {

@@ -1,0 +1,238 @@
+// `l3lab train` and `l3lab resume` end to end, through the real executable, on a tiny config (depth 2,
+// sequence 64, a 512-token tokenizer on generated text): run directory contents, exact kill/resume,
+// SIGTERM, config changes on resume, --init-from, and bad input before any run directory exists.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "test_data_util.h"
+#include "test_util.h"
+
+using namespace l3lab;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Runs the executable with `args`, stdout+stderr to `log`; returns the pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        std::vector<char*> argv{const_cast<char*>(L3LAB_BINARY)};
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(L3LAB_BINARY, argv.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_for(pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// Per-step raw training losses and per-step validation values from metrics.jsonl.
+struct Series {
+    std::map<int64_t, std::vector<double>> train, val;
+};
+
+Series series(const fs::path& run) {
+    Series s;
+    std::ifstream in(run / "metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        json r;
+        try {
+            r = json::parse(line);
+        } catch (...) {
+            continue;
+        }
+        if (r.contains("raw_loss")) s.train[r["step"]].push_back(r["raw_loss"]);
+        else if (r.contains("bpb")) s.val[r["step"]].push_back(r["bpb"].is_null() ? NAN : r["bpb"].get<double>());
+    }
+    return s;
+}
+
+class Train : public ::testing::Test {
+protected:
+    static inline test::TempDir* dir = nullptr;
+    static inline std::string experiment;
+
+    // One small corpus, tokenizer and shard set for the whole suite, made with the data commands.
+    static void SetUpTestSuite() {
+        dir = new test::TempDir();
+        std::ofstream corpus(dir->path() / "corpus.jsonl");
+        for (int d = 0; d < 400; ++d) corpus << json{{"text", test::sample_text(1000 + d, 600)}}.dump() << "\n";
+        corpus.close();
+        const std::string c = (dir->path() / "corpus.jsonl").string(), tok = (dir->path() / "tok.model").string();
+        ASSERT_EQ(test::run_cli({"data", "train-tokenizer", "--input", c, "--vocab-size", "512", "--output", tok}).code, 0);
+        auto r = test::run_cli({"data", "tokenize", "--tokenizer", tok, "--input", c, "--output", (dir->path() / "shards").string()});
+        ASSERT_EQ(r.code, 0) << r.err;
+        experiment = dir->write("tiny.yaml",
+            "extends: [" + test::base_yaml() + "]\n"
+            "name: tiny\ndevice: cpu\n"
+            "model: {vocab_size: 512, sequence_len: 64, depth: 2, aspect_ratio: 64, head_dim: 64, window_pattern: SL,\n"
+            "        l3: {after_layers: [0], k_max: 8}}\n"
+            "horizon: {num_iterations: 16}\n"
+            "batch: {device_batch_size: 4, total_batch_size: 512}\n"
+            "eval: {every: 4, tokens: 512}\n"
+            "sample: {every: -1, max_tokens: 3, prompts: [\"The kernel\"]}\n"
+            "checkpoint: {every: 4, keep_last: 2}\n"
+            "data: {tokenizer: " + tok + ", train: " + (dir->path() / "shards").string() +
+            ", val: " + (dir->path() / "shards").string() + "}\n"
+            "output: {dir: " + (dir->path() / "runs").string() + "}\n");
+    }
+    static void TearDownTestSuite() { delete dir; }
+
+    static std::string run_dir(const std::string& name) { return (dir->path() / "runs" / name).string(); }
+
+    static int train(const std::string& name, std::vector<std::string> extra = {}) {
+        std::vector<std::string> args{"train", experiment, "--run-dir", run_dir(name)};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return wait_for(spawn(args, run_dir(name) + ".log"));
+    }
+
+    // The straight run every interrupted run is compared with (made once).
+    static const fs::path& straight() {
+        static fs::path path = [] {
+            EXPECT_EQ(train("straight"), 0) << slurp(run_dir("straight") + ".log");
+            return fs::path(run_dir("straight"));
+        }();
+        return path;
+    }
+
+    static void expect_same_as_straight(const fs::path& run) {
+        Series a = series(straight()), b = series(run);
+        EXPECT_EQ(a.train, b.train) << "per-step training losses differ (or a step is missing or duplicated)";
+        EXPECT_EQ(a.val, b.val);
+        const std::string last = "checkpoints/step-00000016/model.safetensors";
+        EXPECT_TRUE(slurp(straight() / last) == slurp(run / last)) << "final weights are not bit-identical";
+    }
+};
+
+}  // namespace
+
+TEST_F(Train, RunDirectoryHoldsEverythingPromised) {
+    const fs::path run = straight();
+    for (const char* file : {"config.yaml", "overrides.yaml", "provenance.json", "STATUS", "train.log", "metrics.jsonl",
+                             "metrics.h5", "summary.json", "checkpoints/step-00000016/DONE",
+                             "checkpoints/step-00000016/model.safetensors", "checkpoints/step-00000016/optimizer.safetensors",
+                             "checkpoints/step-00000016/state.json"})
+        EXPECT_TRUE(fs::exists(run / file)) << file;
+    json status = json::parse(slurp(run / "STATUS"));
+    EXPECT_EQ(status["state"], "completed");
+    EXPECT_EQ(status["step"], 16);
+    json summary = json::parse(slurp(run / "summary.json"));
+    EXPECT_TRUE(summary["final_val"].is_number()) << summary.dump();
+    EXPECT_EQ(summary["metric"], "val_bpb");
+    json prov = json::parse(slurp(run / "provenance.json"));
+    for (const char* key : {"git_sha", "git_dirty", "l3lab_version", "libtorch_version", "device", "host", "pid",
+                            "command_line", "slurm", "data_fingerprint", "l3_allocation_sha256", "world_size"})
+        EXPECT_TRUE(prov.contains(key)) << key;
+    // keep_last: 2 -> the two newest complete checkpoints remain.
+    EXPECT_FALSE(fs::exists(run / "checkpoints/step-00000004"));
+    EXPECT_TRUE(fs::exists(run / "checkpoints/step-00000012/DONE"));
+    Series s = series(run);
+    EXPECT_EQ(s.train.size(), 16u);
+    EXPECT_EQ(s.val.size(), 5u);  // steps 0, 4, 8, 12, 16
+    EXPECT_LT(s.val.rbegin()->second[0], s.val.begin()->second[0]) << "validation bpb did not improve";
+    const std::string log = slurp(run / "train.log");
+    EXPECT_NE(log.find("step 00015/00016"), std::string::npos);
+    EXPECT_NE(log.find("Validation bpb"), std::string::npos);
+    EXPECT_NE(log.find("The kernel"), std::string::npos);  // the final sample
+}
+
+TEST_F(Train, KillAnywhereThenResumeIsBitExact) {
+    const std::string run = run_dir("killed");
+    pid_t pid = spawn({"train", experiment, "--run-dir", run}, run + ".log");
+    // SIGKILL soon after the first checkpoint is complete: mid-step, mid-flush or mid-checkpoint.
+    for (int i = 0; i < 2000 && !fs::exists(fs::path(run) / "checkpoints/step-00000004/DONE"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    kill(pid, SIGKILL);
+    EXPECT_EQ(wait_for(pid), 128 + SIGKILL);
+    ASSERT_EQ(wait_for(spawn({"resume", run}, run + ".resume.log")), 0) << slurp(run + ".resume.log");
+    EXPECT_NE(slurp(run + ".resume.log").find("resumed from"), std::string::npos) << slurp(run + ".resume.log");
+    expect_same_as_straight(run);
+}
+
+TEST_F(Train, SigtermCheckpointsExitsThreeAndResumesExactly) {
+    const std::string run = run_dir("sigterm");
+    pid_t pid = spawn({"train", experiment, "--run-dir", run}, run + ".log");
+    for (int i = 0; i < 2000 && !fs::exists(fs::path(run) / "checkpoints/step-00000004/DONE"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    kill(pid, SIGTERM);
+    ASSERT_EQ(wait_for(pid), 3) << slurp(run + ".log");
+    EXPECT_EQ(json::parse(slurp(fs::path(run) / "STATUS"))["state"], "interrupted");
+    // `train --resume auto` on the same directory continues it (as a requeued job would).
+    ASSERT_EQ(train("sigterm", {"--resume", "auto"}), 0) << slurp(run + ".log");
+    expect_same_as_straight(run);
+}
+
+TEST_F(Train, ResumeRefusesAChangedConfigButTakesAllowedChanges) {
+    const std::string run = run_dir("changed");
+    pid_t pid = spawn({"train", experiment, "--run-dir", run}, run + ".log");
+    for (int i = 0; i < 2000 && !fs::exists(fs::path(run) / "checkpoints/step-00000004/DONE"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    kill(pid, SIGTERM);
+    ASSERT_EQ(wait_for(pid), 3);
+    auto r = test::run_cli({"train", experiment, "--run-dir", run, "--resume", "auto", "model.depth=3", "seed=7"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("cannot resume with a changed config: model.depth: 2 -> 3"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("seed: 42 -> 7"), std::string::npos) << r.err;
+    // Evaluation cadence may change: the trained model stays the same.
+    ASSERT_EQ(train("changed", {"--resume", "auto", "eval.every=8"}), 0) << slurp(run + ".log");
+    EXPECT_NE(slurp(fs::path(run) / "resume_changes.log").find("eval.every: 4 -> 8"), std::string::npos);
+    EXPECT_EQ(series(run).train, series(straight()).train);
+}
+
+TEST_F(Train, InitFromLoadsEveryTensorAndChecksShapes) {
+    const std::string weights = (straight() / "checkpoints/step-00000016/model.safetensors").string();
+    ASSERT_EQ(train("init", {"--init-from", weights, "horizon.num_iterations=4"}), 0) << slurp(run_dir("init") + ".log");
+    // Starting from trained weights, the first evaluation is the straight run's last one.
+    EXPECT_EQ(series(run_dir("init")).val.begin()->second, series(straight()).val.rbegin()->second);
+    // Weights of another shape: every mismatch listed, exit 2, no run directory.
+    auto r = test::run_cli({"train", experiment, "--run-dir", run_dir("init-bad"), "--init-from", weights, "model.depth=3"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("transformer.h.2.attn.c_q.weight: missing"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(run_dir("init-bad")));
+}
+
+TEST_F(Train, BadConfigOrDataExitsTwoBeforeAnyRunDirectory) {
+    auto r = test::run_cli({"train", experiment, "--run-dir", run_dir("bad1"), "data.train=" + dir->path().string() + "/nope"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("data.train"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(run_dir("bad1")));
+    r = test::run_cli({"train", experiment, "--run-dir", run_dir("bad2"), "model.vocab_size=600"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("differs from the tokenizer's 512"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(run_dir("bad2")));
+    r = test::run_cli({"train", experiment, "--run-dir", run_dir("bad3"), "model.dpeth=3"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_FALSE(fs::exists(run_dir("bad3")));
+    // An existing run directory is never overwritten.
+    r = test::run_cli({"train", experiment, "--run-dir", straight().string()});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+    EXPECT_EQ(json::parse(slurp(straight() / "STATUS"))["state"], "completed");
+}
