@@ -20,7 +20,7 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/l3lab plan experiments/quickstart.yaml
+	tools/quickstart.sh
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)

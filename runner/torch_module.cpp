@@ -31,7 +31,11 @@ const TorchModule* torch_module(std::string* error) {
         }
         module.runtime_info_fn = reinterpret_cast<const char* (*)()>(dlsym(handle, "l3lab_torch_runtime_info"));
         module.train_fn = reinterpret_cast<int (*)(const char*)>(dlsym(handle, "l3lab_torch_train"));
-        if (!module.runtime_info_fn || !module.train_fn) load_error = path + " lacks the l3lab_torch_* entry points";
+        using Command = int (*)(const char*, void (*)(const char*, void*), void*);
+        module.eval_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_eval"));
+        module.sample_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_sample"));
+        if (!module.runtime_info_fn || !module.train_fn || !module.eval_fn || !module.sample_fn)
+            load_error = path + " lacks the l3lab_torch_* entry points";
     });
     if (!load_error.empty() || !module.runtime_info_fn) {
         if (error) *error = load_error;

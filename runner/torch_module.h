@@ -11,6 +11,9 @@ namespace l3lab {
 struct TorchModule {
     const char* (*runtime_info_fn)();            // multi-line "key: value" text
     int (*train_fn)(const char* request_json);   // train::run_training; returns the exit code
+    // Output goes through emit(text, context); errors to stderr. Both return the exit code.
+    int (*eval_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
+    int (*sample_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
 
     std::string runtime_info() const { return runtime_info_fn(); }
     // {"run_dir": ..., "resume": bool, "init_from": ...}

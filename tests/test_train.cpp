@@ -80,6 +80,8 @@ protected:
 
     // One small corpus, tokenizer and shard set for the whole suite, made with the data commands.
     static void SetUpTestSuite() {
+        // In-process commands (run_cli) find the torch module next to the real executable.
+        setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
         dir = new test::TempDir();
         std::ofstream corpus(dir->path() / "corpus.jsonl");
         for (int d = 0; d < 400; ++d) corpus << json{{"text", test::sample_text(1000 + d, 600)}}.dump() << "\n";
@@ -235,4 +237,30 @@ TEST_F(Train, BadConfigOrDataExitsTwoBeforeAnyRunDirectory) {
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
     EXPECT_EQ(json::parse(slurp(straight() / "STATUS"))["state"], "completed");
+}
+
+TEST_F(Train, ReproduceCheckFindsTheSameMetrics) {
+    auto r = test::run_cli({"reproduce", straight().string(), "--check", "--run-dir", run_dir("reproduced")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("largest difference: training loss 0, validation 0"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("identical"), std::string::npos);
+    json prov = json::parse(slurp(fs::path(run_dir("reproduced")) / "provenance.json"));
+    EXPECT_NE(prov["command_line"].dump().find("reproduce"), std::string::npos);
+}
+
+TEST_F(Train, EvalAndSampleACheckpoint) {
+    auto r = test::run_cli({"eval", straight().string(), "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    // The last validation of the run, recomputed from its final checkpoint.
+    const double logged = series(straight()).val.rbegin()->second[0];
+    EXPECT_NE(r.out.find(std::to_string(logged).substr(0, 6)), std::string::npos) << r.out << " vs " << logged;
+    r = test::run_cli({"sample", (straight() / "checkpoints/step-00000016").string(), "--prompt", "The kernel",
+                       "--max-tokens", "5", "--temperature", "0.8", "--top-k", "10", "--seed", "1"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.rfind("The kernel", 0), 0u) << r.out;
+    auto again = test::run_cli({"sample", (straight() / "checkpoints/step-00000016").string(), "--prompt", "The kernel",
+                                "--max-tokens", "5", "--temperature", "0.8", "--top-k", "10", "--seed", "1"});
+    EXPECT_EQ(again.out, r.out);  // seeded
+    EXPECT_EQ(test::run_cli({"eval", (dir->path() / "no-such-checkpoint").string()}).code, 2);
+    EXPECT_EQ(test::run_cli({"sample", straight().string()}).code, 2);  // no --prompt
 }

@@ -73,12 +73,46 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& ve, con
     return c_proj(y);
 }
 
+at::Tensor AttentionImpl::forward_cached(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos,
+                                         const at::Tensor& sin, int64_t window, KVCache& cache, int64_t layer) {
+    const int64_t B = x.size(0), t = x.size(1), start = cache.pos, end = start + t;
+    TORCH_CHECK(end <= cache.capacity, "KV cache of ", cache.capacity, " tokens is full");
+    at::Tensor q = c_q(x).view({B, t, n_head, head_dim});
+    at::Tensor k = c_k(x).view({B, t, n_kv_head, head_dim});
+    at::Tensor v = c_v(x).view({B, t, n_kv_head, head_dim});
+    if (ve.defined()) {
+        at::Tensor gate = 2 * at::sigmoid(ve_gate(x.slice(-1, 0, GPTOptions::kValueEmbedGateChannels)));
+        v = v + gate.unsqueeze(-1) * ve.view({B, t, n_kv_head, head_dim});
+    }
+    q = rms_norm(apply_rotary(q, cos, sin)).transpose(1, 2);
+    k = rms_norm(apply_rotary(k, cos, sin)).transpose(1, 2);
+    cache.k[layer].slice(2, start, end).copy_(k);
+    cache.v[layer].slice(2, start, end).copy_(v.transpose(1, 2));
+    at::Tensor keys = cache.k[layer].slice(2, 0, end), values = cache.v[layer].slice(2, 0, end);
+    if (n_kv_head != n_head) {
+        keys = keys.repeat_interleave(n_head / n_kv_head, 1);
+        values = values.repeat_interleave(n_head / n_kv_head, 1);
+    }
+    // Query i (absolute position start + i) sees key j iff j <= start + i and (start + i) - j <= window.
+    at::Tensor i = at::arange(start, end, x.options().dtype(at::kLong)).unsqueeze(1);
+    at::Tensor j = at::arange(0, end, x.options().dtype(at::kLong)).unsqueeze(0);
+    at::Tensor visible = (j <= i).logical_and_(i - j <= window);
+    at::Tensor y = at::scaled_dot_product_attention(q, keys, values, visible);
+    return c_proj(y.transpose(1, 2).contiguous().view({B, t, -1}));
+}
+
 MLPImpl::MLPImpl(int64_t n_embd) {
     c_fc = register_module("c_fc", linear(n_embd, 4 * n_embd));
     c_proj = register_module("c_proj", linear(4 * n_embd, n_embd));
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x) { return c_proj(at::relu(c_fc(x)).square()); }
+
+at::Tensor BlockImpl::forward_cached(const at::Tensor& x_in, const at::Tensor& ve, const at::Tensor& cos,
+                                     const at::Tensor& sin, int64_t window, KVCache& cache, int64_t layer) {
+    at::Tensor x = x_in + attn->forward_cached(rms_norm(x_in), ve, cos, sin, window, cache, layer);
+    return x + mlp(rms_norm(x));
+}
 
 BlockImpl::BlockImpl(const GPTOptions& o, int64_t layer) {
     attn = register_module("attn", Attention(o, layer));
@@ -214,11 +248,11 @@ void GPTImpl::cast_embeddings_to_bf16() {
     }
 }
 
-at::Tensor GPTImpl::hidden(const at::Tensor& idx) {
-    const int64_t T = idx.size(1);
-    TORCH_CHECK(T <= cos.size(1), "sequence of ", T, " tokens is longer than the rotary cache (", cos.size(1), ")");
+at::Tensor GPTImpl::hidden(const at::Tensor& idx, KVCache* cache) {
+    const int64_t T = idx.size(1), start = cache ? cache->pos : 0;
+    TORCH_CHECK(start + T <= cos.size(1), "sequence of ", start + T, " tokens is longer than the rotary cache (", cos.size(1), ")");
     if (cos.device() != idx.device()) build_rotary(idx.device());
-    at::Tensor c = cos.slice(1, 0, T), s = sin.slice(1, 0, T);
+    at::Tensor c = cos.slice(1, start, start + T), s = sin.slice(1, start, start + T);
     at::Tensor x = rms_norm(transformer->wte(idx));
     const at::Tensor x0 = x;
     for (int64_t i = 0; i < options.n_layer; ++i) {
@@ -226,15 +260,35 @@ at::Tensor GPTImpl::hidden(const at::Tensor& idx) {
         const std::string key = std::to_string(i);
         at::Tensor ve;
         if (value_embeds->contains(key)) ve = value_embeds[key]->as<torch::nn::EmbeddingImpl>()->forward(idx);
-        x = transformer->h[i]->as<BlockImpl>()->forward(x, ve, c, s, windows_[i]);
+        auto block = transformer->h[i]->as<BlockImpl>();
+        x = cache ? block->forward_cached(x, ve, c, s, windows_[i], *cache, i) : block->forward(x, ve, c, s, windows_[i]);
         if (l3_layers->contains(key)) x = x + l3_layers[key]->as<L3LayerImpl>()->forward(x, idx);
     }
     return rms_norm(x);
 }
 
-at::Tensor GPTImpl::forward(const at::Tensor& idx) {
-    at::Tensor logits = lm_head(hidden(idx)).slice(-1, 0, options.vocab_size).to(at::kFloat);
+at::Tensor GPTImpl::logits_from(const at::Tensor& h) {
+    at::Tensor logits = lm_head(h).slice(-1, 0, options.vocab_size).to(at::kFloat);
     return options.softcap * at::tanh(logits / options.softcap);
+}
+
+at::Tensor GPTImpl::forward(const at::Tensor& idx) { return logits_from(hidden(idx)); }
+
+at::Tensor GPTImpl::forward_cached(const at::Tensor& idx, KVCache& cache) {
+    at::Tensor logits = logits_from(hidden(idx, &cache));
+    cache.pos += idx.size(1);
+    return logits;
+}
+
+KVCache GPTImpl::new_cache(int64_t batch, int64_t capacity) const {
+    KVCache cache;
+    cache.capacity = capacity;
+    auto opts = lm_head->weight.options();
+    for (int64_t i = 0; i < options.n_layer; ++i) {
+        cache.k.push_back(at::zeros({batch, options.n_kv_head, capacity, options.head_dim()}, opts));
+        cache.v.push_back(at::zeros({batch, options.n_kv_head, capacity, options.head_dim()}, opts));
+    }
+    return cache;
 }
 
 at::Tensor GPTImpl::loss(const at::Tensor& idx, const at::Tensor& targets, LossReduction reduction) {

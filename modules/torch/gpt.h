@@ -21,12 +21,22 @@ namespace l3lab::modules {
 
 at::Tensor rms_norm(const at::Tensor& x);  // parameter-free, torch's default eps, over the last dim
 
+// Keys and values of every layer for incremental decoding: [B, n_kv_head, capacity, head_dim] each.
+struct KVCache {
+    std::vector<at::Tensor> k, v;
+    int64_t pos = 0;       // tokens already in the cache
+    int64_t capacity = 0;
+};
+
 // --- attention ---------------------------------------------------------------------------------
 struct AttentionImpl : torch::nn::Module {
     AttentionImpl(const GPTOptions& options, int64_t layer);
     // x [B, T, C]; ve [B, T, kv_dim] or undefined; cos/sin [1, T, 1, head_dim/2] bf16; window = left window.
     at::Tensor forward(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos, const at::Tensor& sin,
                        int64_t window);
+    // The same for new tokens at positions cache.pos.., attending over the cached keys of `layer` too.
+    at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos, const at::Tensor& sin,
+                              int64_t window, KVCache& cache, int64_t layer);
 
     int64_t n_head, n_kv_head, head_dim;
     torch::nn::Linear c_q{nullptr}, c_k{nullptr}, c_v{nullptr}, c_proj{nullptr}, ve_gate{nullptr};
@@ -49,6 +59,8 @@ struct BlockImpl : torch::nn::Module {
     BlockImpl(const GPTOptions& options, int64_t layer);
     at::Tensor forward(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos, const at::Tensor& sin,
                        int64_t window);
+    at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& ve, const at::Tensor& cos, const at::Tensor& sin,
+                              int64_t window, KVCache& cache, int64_t layer);
     Attention attn{nullptr};
     MLP mlp{nullptr};
 };
@@ -85,6 +97,10 @@ struct GPTImpl : torch::nn::Module {
 
     // idx [B, T] int64 -> logits [B, T, V] float32 (cropped to the real vocabulary, soft-capped).
     at::Tensor forward(const at::Tensor& idx);
+    // Incremental decoding: logits [B, t, V] for `idx` [B, t] continuing the tokens already in `cache`
+    // (same result as forward() over the whole sequence). new_cache() sizes a cache for `capacity` tokens.
+    at::Tensor forward_cached(const at::Tensor& idx, KVCache& cache);
+    KVCache new_cache(int64_t batch, int64_t capacity) const;
     // Cross-entropy against targets (ignore index -1): a scalar (Mean) or [B*T] (None).
     at::Tensor loss(const at::Tensor& idx, const at::Tensor& targets, LossReduction reduction = LossReduction::Mean);
 
@@ -104,7 +120,8 @@ struct GPTImpl : torch::nn::Module {
     at::Tensor cos, sin;  // rotary tables [1, 10*T, 1, head_dim/2] bf16, not saved (as the reference)
 
 private:
-    at::Tensor hidden(const at::Tensor& idx);  // up to the final rms_norm
+    at::Tensor hidden(const at::Tensor& idx, KVCache* cache = nullptr);  // up to the final rms_norm
+    at::Tensor logits_from(const at::Tensor& hidden);
     void build_rotary(const at::Device& device);
     std::vector<int64_t> windows_;
 };

@@ -3,6 +3,7 @@
 // torch module trains in it.
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
 #include "runner/io/safetensors.h"
+#include "runner/metrics/metrics.h"
 #include "runner/plan/plan.h"
 #include "runner/run/run_dir.h"
 #include "runner/torch_module.h"
@@ -239,6 +241,197 @@ int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ost
     check_data(e);
     out << "resuming " << dir << std::endl;
     return start_training(dir, /*resume=*/true, "");
+}
+
+}  // namespace l3lab::cli
+
+namespace l3lab::cli {
+
+namespace {
+
+// Largest absolute difference between two runs' logged metrics, step by step; a step present in one
+// run and not the other counts as a difference of infinity.
+struct MetricsComparison {
+    double train = 0, val = 0;
+    std::vector<std::string> mismatched_steps;
+};
+
+MetricsComparison compare_metrics(const std::string& a_dir, const std::string& b_dir) {
+    const auto a = metrics::read_metrics(a_dir), b = metrics::read_metrics(b_dir);
+    MetricsComparison c;
+    auto by_step = [](const auto& records, auto value) {
+        std::map<int64_t, double> out;
+        for (const auto& r : records) out[r.step] = value(r);
+        return out;
+    };
+    auto compare = [&](const std::map<int64_t, double>& x, const std::map<int64_t, double>& y, const char* what) {
+        double worst = 0;
+        for (const auto& [step, value] : x) {
+            auto it = y.find(step);
+            if (it == y.end()) {
+                c.mismatched_steps.push_back(std::string(what) + " step " + std::to_string(step) + " missing");
+                worst = INFINITY;
+                continue;
+            }
+            const double d = std::isnan(value) && std::isnan(it->second) ? 0.0 : std::fabs(value - it->second);
+            worst = std::max(worst, std::isnan(d) ? INFINITY : d);
+        }
+        for (const auto& [step, value] : y)
+            if (!x.count(step)) {
+                c.mismatched_steps.push_back(std::string(what) + " step " + std::to_string(step) + " extra");
+                worst = INFINITY;
+            }
+        return worst;
+    };
+    c.train = compare(by_step(a.train, [](const auto& r) { return r.raw_loss; }),
+                      by_step(b.train, [](const auto& r) { return r.raw_loss; }), "train");
+    c.val = compare(by_step(a.val, [](const auto& r) { return r.bpb; }), by_step(b.val, [](const auto& r) { return r.bpb; }),
+                    "val");
+    return c;
+}
+
+}  // namespace
+
+int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    po::options_description options("options");
+    options.add_options()("check", "compare the new run's metrics with the original's, step by step")(
+        "tolerance", po::value<double>()->default_value(0.0), "with --check: largest absolute difference accepted")(
+        "run-dir", po::value<std::string>(), "put the new run exactly here")("help,h", "show this help");
+    po::options_description hidden;
+    hidden.add_options()("original", po::value<std::string>(), "");
+    po::options_description all;
+    all.add(options).add(hidden);
+    po::positional_options_description positional;
+    positional.add("original", 1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        out << "usage: l3lab reproduce RUN_DIR [--check [--tolerance X]] [--run-dir D]\n\n"
+               "Trains again from RUN_DIR's frozen config.yaml into a new run directory. With --check, compares the\n"
+               "two runs' training losses and validation metrics step by step and reports the largest difference\n"
+               "(exit 1 when it exceeds --tolerance; on the CPU the runs are identical).\n\n"
+            << options << "\n";
+        return 0;
+    }
+    if (!vm.count("original")) throw UsageError("missing the run directory to reproduce");
+    const std::string original = vm["original"].as<std::string>();
+    if (!run::is_run_dir(original))
+        throw config::ConfigException({{{original, 0, 0}, "", "not a run directory (no config.yaml and STATUS)"}});
+    const std::string frozen = (fs::path(original) / "config.yaml").string();
+    config::Experiment e = config::load_experiment(frozen, {});
+    plan::make_plan(e);
+    check_data(e);
+    const std::string resolved = read_text(frozen);
+    std::optional<std::string> explicit_dir;
+    if (vm.count("run-dir")) explicit_dir = vm["run-dir"].as<std::string>();
+    const std::string dir = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
+    std::vector<std::string> command_line{"l3lab", "reproduce"};
+    command_line.insert(command_line.end(), args.begin(), args.end());
+    run::initialise_run_dir(dir, resolved, {}, frozen, command_line);
+    out << "reproducing " << original << " in " << dir << std::endl;
+    const int code = start_training(dir, /*resume=*/false, "");
+    if (code != 0 || !vm.count("check")) return code;
+
+    const MetricsComparison c = compare_metrics(original, dir);
+    const double tolerance = vm["tolerance"].as<double>();
+    out << "largest difference: training loss " << c.train << ", validation " << c.val << "\n";
+    for (const auto& m : c.mismatched_steps) out << "  " << m << "\n";
+    if (c.train <= tolerance && c.val <= tolerance) {
+        out << (c.train == 0 && c.val == 0 ? "identical" : "within tolerance") << "\n";
+        return 0;
+    }
+    err << "l3lab reproduce: the runs differ by more than " << tolerance << "\n";
+    return 1;
+}
+
+}  // namespace l3lab::cli
+
+namespace l3lab::cli {
+
+namespace {
+
+void emit_to_stream(const char* text, void* stream) { *static_cast<std::ostream*>(stream) << text << std::flush; }
+
+// A checkpoint directory (with DONE), or a run directory meaning its newest complete checkpoint.
+std::string resolve_checkpoint(const std::string& path) {
+    if (run::is_run_dir(path)) {
+        std::vector<std::string> problems;
+        auto newest = train::newest_checkpoint(path, &problems);
+        if (!newest) throw config::ConfigException({{{path, 0, 0}, "", "this run has no complete checkpoint"}});
+        return newest->dir;
+    }
+    if (!fs::exists(fs::path(path) / "DONE") || !fs::exists(fs::path(path) / "model.safetensors"))
+        throw config::ConfigException(
+            {{{path, 0, 0}, "", "not a complete checkpoint (no DONE marker or model.safetensors) nor a run directory"}});
+    if (!fs::exists(fs::path(path).parent_path().parent_path() / "config.yaml"))
+        throw config::ConfigException({{{path, 0, 0}, "", "its run directory's config.yaml is missing"}});
+    return path;
+}
+
+}  // namespace
+
+int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    (void)err;
+    po::options_description options("options");
+    options.add_options()("tokens", po::value<long long>()->default_value(0), "validation tokens (default: eval.tokens)")(
+        "json", "print one JSON object")("help,h", "show this help");
+    po::options_description hidden;
+    hidden.add_options()("checkpoint", po::value<std::string>(), "");
+    po::options_description all;
+    all.add(options).add(hidden);
+    po::positional_options_description positional;
+    positional.add("checkpoint", 1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        out << "usage: l3lab eval CKPT_DIR|RUN_DIR [--tokens N] [--json]\n\nValidation bits per byte and mean loss of a "
+               "checkpoint, on its run's validation shards.\n\n" << options << "\n";
+        return 0;
+    }
+    if (!vm.count("checkpoint")) throw UsageError("missing the checkpoint directory");
+    const std::string checkpoint = resolve_checkpoint(vm["checkpoint"].as<std::string>());
+    nlohmann::json request = {{"checkpoint", checkpoint}, {"tokens", vm["tokens"].as<long long>()},
+                              {"json", vm.count("json") > 0}};
+    return require_torch().eval_fn(request.dump().c_str(), emit_to_stream, &out);
+}
+
+int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    (void)err;
+    po::options_description options("options");
+    options.add_options()("prompt", po::value<std::vector<std::string>>(), "a prompt (repeat for several)")(
+        "max-tokens", po::value<long long>()->default_value(32), "tokens to generate per prompt")(
+        "temperature", po::value<double>()->default_value(0.0), "0 = greedy")(
+        "top-k", po::value<long long>()->default_value(0), "sample among the k most likely tokens (0 = all)")(
+        "seed", po::value<unsigned long long>()->default_value(42), "sampling seed")("help,h", "show this help");
+    po::options_description hidden;
+    hidden.add_options()("checkpoint", po::value<std::string>(), "");
+    po::options_description all;
+    all.add(options).add(hidden);
+    po::positional_options_description positional;
+    positional.add("checkpoint", 1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        out << "usage: l3lab sample CKPT_DIR|RUN_DIR --prompt TEXT [--prompt TEXT ...] [options]\n\nGenerates text "
+               "from a checkpoint with a KV cache.\n\n" << options << "\n";
+        return 0;
+    }
+    if (!vm.count("checkpoint")) throw UsageError("missing the checkpoint directory");
+    if (!vm.count("prompt")) throw UsageError("give at least one --prompt");
+    if (vm["temperature"].as<double>() < 0) throw UsageError("--temperature must be >= 0");
+    if (vm["max-tokens"].as<long long>() < 0 || vm["top-k"].as<long long>() < 0)
+        throw UsageError("--max-tokens and --top-k must be >= 0");
+    const std::string checkpoint = resolve_checkpoint(vm["checkpoint"].as<std::string>());
+    nlohmann::json request = {{"checkpoint", checkpoint},
+                              {"prompts", vm["prompt"].as<std::vector<std::string>>()},
+                              {"max_tokens", vm["max-tokens"].as<long long>()},
+                              {"temperature", vm["temperature"].as<double>()},
+                              {"top_k", vm["top-k"].as<long long>()},
+                              {"seed", vm["seed"].as<unsigned long long>()}};
+    return require_torch().sample_fn(request.dump().c_str(), emit_to_stream, &out);
 }
 
 }  // namespace l3lab::cli

@@ -22,6 +22,10 @@ const std::vector<Command>& commands() {
         {"train", "EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]",
          "train one run (nanochat's base_train loop) into a new run directory", cmd_train},
         {"resume", "RUN_DIR", "continue a run from its newest complete checkpoint", cmd_resume},
+        {"reproduce", "RUN_DIR [--check]", "rerun a run from its frozen config into a new run directory", cmd_reproduce},
+        {"eval", "CKPT_DIR [--tokens N] [--json]", "validation bits-per-byte and mean loss of a checkpoint", cmd_eval},
+        {"sample", "CKPT_DIR --prompt TEXT [...]", "generate text from a checkpoint (greedy, or temperature/top-k)",
+         cmd_sample},
         {"data", "train-tokenizer|tokenize|inspect|batches [options]",
          "tokenizer training, token shards + manifest, shard inspection, batch preview", cmd_data},
     };

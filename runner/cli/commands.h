@@ -22,6 +22,9 @@ int cmd_config(const std::vector<std::string>& args, std::ostream& out, std::ost
 int cmd_plan(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_data(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // A usage mistake: printed with the command's usage line, exit code 2.

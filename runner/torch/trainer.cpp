@@ -3,6 +3,8 @@
 // checkpoint, step, log) -> summary. Each phase is one function below run_training().
 #include "runner/torch/trainer.h"
 
+#include "runner/torch/inference.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -202,11 +204,6 @@ data::LoaderOptions loader_options(const Run& run, int batch_size) {
     return o;
 }
 
-at::Tensor to_device(const std::vector<int64_t>& values, int64_t rows, int64_t cols, const at::Device& device) {
-    at::Tensor cpu = at::from_blob(const_cast<int64_t*>(values.data()), {rows, cols}, at::kLong).clone();
-    return device.is_cpu() ? cpu : cpu.pin_memory().to(device, /*non_blocking=*/true);
-}
-
 // --- phase 3: model -----------------------------------------------------------------------------
 
 // The allocation sample as the reference takes it: the first sample_rows rows (T tokens each) of a
@@ -348,57 +345,18 @@ std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run)
 
 // --- evaluation and samples ---------------------------------------------------------------------
 
-struct EvalResult {
-    double bpb = NAN, loss = NAN;
-};
-
 EvalResult evaluate(Run& run) {
-    torch::NoGradGuard no_grad;
     const auto& c = run.config;
-    const int64_t B = c.batch.device_batch_size, T = c.model.sequence_len;
-    const int64_t steps = c.eval_tokens / (B * T);
-    data::BestFitLoader val(run.val_shards, loader_options(run, static_cast<int>(B)));
-    data::BpbSums sums;
-    double loss_sum = 0;
-    int64_t loss_count = 0;
-    data::Batch batch;
-    for (int64_t i = 0; i < steps; ++i) {
-        val.next(batch);
-        at::Tensor x = to_device(batch.inputs, B, T, run.device), y = to_device(batch.targets, B, T, run.device);
-        at::Tensor losses = run.model->loss(x, y, modules::LossReduction::None).to(at::kCPU).contiguous();
-        const float* l = losses.data_ptr<float>();
-        for (int64_t k = 0; k < losses.numel(); ++k)
-            if (batch.targets[k] >= 0) loss_sum += l[k], ++loss_count;
-        if (run.tokenizer)
-            data::accumulate_bpb({l, static_cast<size_t>(losses.numel())}, batch.targets, run.tokenizer->token_bytes(), sums);
-    }
-    EvalResult r;
-    r.loss = loss_count ? loss_sum / static_cast<double>(loss_count) : NAN;
-    if (run.tokenizer) r.bpb = data::bits_per_byte(sums);
-    return r;
-}
-
-std::string greedy_sample(Run& run, const std::string& prompt) {
-    torch::NoGradGuard no_grad;
-    std::vector<int32_t> tokens = run.tokenizer->encode(prompt);
-    std::vector<int64_t> ids{run.tokenizer->bos_id()};
-    ids.insert(ids.end(), tokens.begin(), tokens.end());
-    std::vector<int32_t> generated;
-    for (long long i = 0; i < run.config.sample_max_tokens; ++i) {
-        const int64_t context = std::min<int64_t>(static_cast<int64_t>(ids.size()), run.config.model.sequence_len);
-        std::vector<int64_t> window(ids.end() - context, ids.end());
-        at::Tensor x = to_device(window, 1, context, run.device);
-        const int64_t next = run.model->forward(x).select(1, context - 1).argmax(-1).item<int64_t>();
-        ids.push_back(next);
-        generated.push_back(static_cast<int32_t>(next));
-    }
-    return prompt + run.tokenizer->decode(generated);
+    return train::evaluate(run.model, run.val_shards, run.tokenizer.get(), c.batch.device_batch_size,
+                           c.model.sequence_len, c.eval_tokens, run.device);
 }
 
 void write_samples(Run& run, long long step) {
     if (!run.tokenizer) return;
     for (const auto& prompt : run.config.sample_prompts) {
-        const std::string text = greedy_sample(run, prompt);
+        SampleOptions options;
+        options.max_tokens = run.config.sample_max_tokens;  // greedy, as the reference's samples
+        const std::string text = generate(run.model, *run.tokenizer, prompt, options, run.device);
         log_line(text);
         run.metrics->sample({step, prompt, text});
     }

@@ -109,3 +109,30 @@ TEST(GPTModule, WindowedAttentionMatchesExplicitMath) {
         EXPECT_LE((y - expected).abs().max().item<double>(), 1e-5) << "window " << window;
     }
 }
+
+TEST(GPTModule, KVCacheDecodingEqualsTheFullForward) {
+    GPTOptions o;
+    o.sequence_len = 16, o.vocab_size = 70, o.n_layer = 3, o.n_head = 4, o.n_kv_head = 2, o.n_embd = 64;
+    o.window_pattern = "S";  // windows of 8 < the 14 tokens decoded: the cache must apply them
+    o.l3.push_back({1, {140, 32, 64, 4, true}});
+    GPT model(o);
+    at::manual_seed(3);
+    model->init_weights();
+    {
+        torch::NoGradGuard no_grad;  // make every weight matter (c_proj, w_mix and gates start at zero)
+        for (auto& p : model->parameters()) p.add_(at::randn_like(p) * 0.05);
+    }
+    at::Tensor rows = at::full({70}, 2, at::kLong);
+    model->l3_layers["1"]->as<L3LayerImpl>()->set_bounds(at::cat({at::zeros({1}, at::kLong), rows.cumsum(0)}));
+    torch::NoGradGuard no_grad;
+    at::Tensor idx = at::randint(0, 70, {2, 14}, at::kLong);
+    at::Tensor full = model->forward(idx);
+    KVCache cache = model->new_cache(2, 16);
+    at::Tensor prefix = model->forward_cached(idx.slice(1, 0, 5), cache);
+    EXPECT_LE((prefix - full.slice(1, 0, 5)).abs().max().item<double>(), 1e-5);
+    for (int64_t t = 5; t < 14; ++t) {
+        at::Tensor step = model->forward_cached(idx.slice(1, t, t + 1), cache);
+        EXPECT_LE((step.squeeze(1) - full.select(1, t)).abs().max().item<double>(), 1e-5) << "position " << t;
+    }
+    EXPECT_EQ(cache.pos, 14);
+}

@@ -1,0 +1,41 @@
+// Evaluation and generation shared by the trainer and the eval / sample commands.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "modules/torch/gpt.h"
+#include "runner/data/shard_set.h"
+#include "runner/data/tokenizer.h"
+
+namespace l3lab::train {
+
+struct EvalResult {
+    double bpb = NAN;   // bits per byte (NaN without a tokenizer)
+    double loss = NAN;  // mean per-token loss in nats
+    int64_t tokens = 0;
+};
+
+// nanochat's evaluate_bpb: tokens // (batch x sequence_len) batches of a fresh best-fit loader over the
+// validation shards.
+EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> val, const data::Tokenizer* tokenizer,
+                    int64_t batch, int64_t sequence_len, int64_t tokens, const at::Device& device);
+
+struct SampleOptions {
+    int64_t max_tokens = 16;
+    double temperature = 0.0;  // 0: greedy
+    int64_t top_k = 0;         // 0: no top-k filter
+    uint64_t seed = 42;
+};
+
+// BOS + the prompt's tokens, then up to max_tokens tokens decoded with a KV cache (the prompt's context
+// is cut to the model's sequence length). Returns the prompt followed by the generated text.
+std::string generate(modules::GPT& model, const data::Tokenizer& tokenizer, const std::string& prompt,
+                     const SampleOptions& options, const at::Device& device);
+
+at::Tensor to_device(const std::vector<int64_t>& values, int64_t rows, int64_t cols, const at::Device& device);
+
+}  // namespace l3lab::train
