@@ -166,26 +166,14 @@ int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostr
     options.add_options()("run-dir", po::value<std::string>(), "put the run exactly here")(
         "resume", po::value<std::string>()->default_value("never"),
         "auto: continue an unfinished run of this config (the --run-dir, or the newest in <output>/<name>/); never")(
-        "init-from", po::value<std::string>(), "start from these reference-named weights (safetensors, L3 bounds included)")(
-        "help,h", "show this help");
-    po::options_description hidden;
-    hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
-    po::options_description all;
-    all.add(options).add(hidden);
-    po::positional_options_description positional;
-    positional.add("positional", -1);
+        "init-from", po::value<std::string>(), "start from these reference-named weights (safetensors, L3 bounds included)");
     po::variables_map vm;
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        out << "usage: l3lab train EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]\n\n"
-               "Trains one run with nanochat's base_train loop. Config and data are checked before the run directory\n"
-               "is made; then runs/<name>/<timestamp>-<confighash>/ (or --run-dir) holds everything it writes.\n\n"
-            << options << "\n";
-        return 0;
-    }
     std::vector<std::string> positionals;
-    if (vm.count("positional")) positionals = vm["positional"].as<std::vector<std::string>>();
+    if (!parse_command(args, options, "train EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]",
+                       "Trains one run with nanochat's base_train loop. Config and data are checked before the run directory\n"
+                       "is made; then runs/<name>/<timestamp>-<confighash>/ (or --run-dir) holds everything it writes.",
+                       vm, positionals, out))
+        return 0;
     if (positionals.empty()) throw UsageError("missing the experiment file");
     const std::string resume = vm["resume"].as<std::string>();
     if (resume != "auto" && resume != "never") throw UsageError("--resume takes auto or never, not '" + resume + "'");
@@ -296,26 +284,17 @@ int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::
     po::options_description options("options");
     options.add_options()("check", "compare the new run's metrics with the original's, step by step")(
         "tolerance", po::value<double>()->default_value(0.0), "with --check: largest absolute difference accepted")(
-        "run-dir", po::value<std::string>(), "put the new run exactly here")("help,h", "show this help");
-    po::options_description hidden;
-    hidden.add_options()("original", po::value<std::string>(), "");
-    po::options_description all;
-    all.add(options).add(hidden);
-    po::positional_options_description positional;
-    positional.add("original", 1);
+        "run-dir", po::value<std::string>(), "put the new run exactly here");
     po::variables_map vm;
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        out << "usage: l3lab reproduce RUN_DIR [--check [--tolerance X]] [--run-dir D]\n\n"
-               "Trains again from RUN_DIR's frozen config.yaml into a new run directory. With --check, compares the\n"
-               "two runs' training losses and validation metrics step by step and reports the largest difference\n"
-               "(exit 1 when it exceeds --tolerance; on the CPU the runs are identical).\n\n"
-            << options << "\n";
+    std::vector<std::string> positionals;
+    if (!parse_command(args, options, "reproduce RUN_DIR [--check [--tolerance X]] [--run-dir D]",
+                       "Trains again from RUN_DIR's frozen config.yaml into a new run directory. With --check, compares the\n"
+                       "two runs' training losses and validation metrics step by step and reports the largest difference\n"
+                       "(exit 1 when it exceeds --tolerance; on the CPU the runs are identical).",
+                       vm, positionals, out))
         return 0;
-    }
-    if (!vm.count("original")) throw UsageError("missing the run directory to reproduce");
-    const std::string original = vm["original"].as<std::string>();
+    if (positionals.size() != 1) throw UsageError("expected exactly one run directory to reproduce");
+    const std::string original = positionals.front();
     if (!run::is_run_dir(original))
         throw config::ConfigException({{{original, 0, 0}, "", "not a run directory (no config.yaml and STATUS)"}});
     const std::string frozen = (fs::path(original) / "config.yaml").string();
@@ -375,23 +354,15 @@ int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostre
     (void)err;
     po::options_description options("options");
     options.add_options()("tokens", po::value<long long>()->default_value(0), "validation tokens (default: eval.tokens)")(
-        "json", "print one JSON object")("help,h", "show this help");
-    po::options_description hidden;
-    hidden.add_options()("checkpoint", po::value<std::string>(), "");
-    po::options_description all;
-    all.add(options).add(hidden);
-    po::positional_options_description positional;
-    positional.add("checkpoint", 1);
+        "json", "print one JSON object");
     po::variables_map vm;
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        out << "usage: l3lab eval CKPT_DIR|RUN_DIR [--tokens N] [--json]\n\nValidation bits per byte and mean loss of a "
-               "checkpoint, on its run's validation shards.\n\n" << options << "\n";
+    std::vector<std::string> positionals;
+    if (!parse_command(args, options, "eval CKPT_DIR|RUN_DIR [--tokens N] [--json]",
+                       "Validation bits per byte and mean loss of a checkpoint, on its run's validation shards.", vm,
+                       positionals, out))
         return 0;
-    }
-    if (!vm.count("checkpoint")) throw UsageError("missing the checkpoint directory");
-    const std::string checkpoint = resolve_checkpoint(vm["checkpoint"].as<std::string>());
+    if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
+    const std::string checkpoint = resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint}, {"tokens", vm["tokens"].as<long long>()},
                               {"json", vm.count("json") > 0}};
     return require_torch().eval_fn(request.dump().c_str(), emit_to_stream, &out);
@@ -404,27 +375,18 @@ int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ost
         "max-tokens", po::value<long long>()->default_value(32), "tokens to generate per prompt")(
         "temperature", po::value<double>()->default_value(0.0), "0 = greedy")(
         "top-k", po::value<long long>()->default_value(0), "sample among the k most likely tokens (0 = all)")(
-        "seed", po::value<unsigned long long>()->default_value(42), "sampling seed")("help,h", "show this help");
-    po::options_description hidden;
-    hidden.add_options()("checkpoint", po::value<std::string>(), "");
-    po::options_description all;
-    all.add(options).add(hidden);
-    po::positional_options_description positional;
-    positional.add("checkpoint", 1);
+        "seed", po::value<unsigned long long>()->default_value(42), "sampling seed");
     po::variables_map vm;
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-    if (vm.count("help")) {
-        out << "usage: l3lab sample CKPT_DIR|RUN_DIR --prompt TEXT [--prompt TEXT ...] [options]\n\nGenerates text "
-               "from a checkpoint with a KV cache.\n\n" << options << "\n";
+    std::vector<std::string> positionals;
+    if (!parse_command(args, options, "sample CKPT_DIR|RUN_DIR --prompt TEXT [--prompt TEXT ...] [options]",
+                       "Generates text from a checkpoint with a KV cache.", vm, positionals, out))
         return 0;
-    }
-    if (!vm.count("checkpoint")) throw UsageError("missing the checkpoint directory");
+    if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
     if (!vm.count("prompt")) throw UsageError("give at least one --prompt");
     if (vm["temperature"].as<double>() < 0) throw UsageError("--temperature must be >= 0");
     if (vm["max-tokens"].as<long long>() < 0 || vm["top-k"].as<long long>() < 0)
         throw UsageError("--max-tokens and --top-k must be >= 0");
-    const std::string checkpoint = resolve_checkpoint(vm["checkpoint"].as<std::string>());
+    const std::string checkpoint = resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint},
                               {"prompts", vm["prompt"].as<std::vector<std::string>>()},
                               {"max_tokens", vm["max-tokens"].as<long long>()},

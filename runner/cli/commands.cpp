@@ -32,6 +32,27 @@ const std::vector<Command>& commands() {
     return list;
 }
 
+bool parse_command(const std::vector<std::string>& args, po::options_description options, const std::string& usage,
+                   const std::string& about, po::variables_map& vm, std::vector<std::string>& positionals,
+                   std::ostream& out) {
+    options.add_options()("help,h", "show this help");
+    po::options_description hidden;
+    hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
+    po::options_description all;
+    all.add(options).add(hidden);
+    po::positional_options_description positional;
+    positional.add("positional", -1);
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+    if (vm.count("help")) {
+        out << "usage: l3lab " << usage << "\n\n" << about << "\n\n" << options << "\n";
+        return false;
+    }
+    positionals.clear();
+    if (vm.count("positional")) positionals = vm["positional"].as<std::vector<std::string>>();
+    return true;
+}
+
 namespace {
 
 // Parses `EXP [key=value ...]` plus the command's own flags. Returns false when --help was printed.
@@ -44,21 +65,8 @@ struct ExperimentArgs {
 bool parse_experiment_args(const std::vector<std::string>& args, po::options_description options,
                            const char* name, const char* usage, const char* about, ExperimentArgs& out,
                            std::ostream& stdout_, bool experiment_required = true) {
-    options.add_options()("help,h", "show this help");
-    po::options_description hidden;
-    hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
-    po::options_description all;
-    all.add(options).add(hidden);
-    po::positional_options_description positional;
-    positional.add("positional", -1);
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), out.vm);
-    po::notify(out.vm);
-    if (out.vm.count("help")) {
-        stdout_ << "usage: l3lab " << name << " " << usage << "\n\n" << about << "\n\n" << options << "\n";
-        return false;
-    }
     std::vector<std::string> positionals;
-    if (out.vm.count("positional")) positionals = out.vm["positional"].as<std::vector<std::string>>();
+    if (!parse_command(args, options, std::string(name) + " " + usage, about, out.vm, positionals, stdout_)) return false;
     if (positionals.empty()) {
         if (experiment_required) throw UsageError("missing the experiment file");
         return true;

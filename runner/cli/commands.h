@@ -2,7 +2,11 @@
 // the user's (bad options, bad config) throw and are turned into exit code 2 by cli::run.
 #pragma once
 
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/variables_map.hpp>
+
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -26,6 +30,12 @@ int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::
 int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_data(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+// Parses a command's `options` (--help is added) and its positional arguments. Returns false after
+// printing "usage: l3lab <usage>", `about` and the options when --help is given.
+bool parse_command(const std::vector<std::string>& args, boost::program_options::options_description options,
+                   const std::string& usage, const std::string& about, boost::program_options::variables_map& vm,
+                   std::vector<std::string>& positionals, std::ostream& out);
 
 // A usage mistake: printed with the command's usage line, exit code 2.
 struct UsageError : std::runtime_error {

@@ -1,5 +1,7 @@
 #include "runner/io/safetensors.h"
 
+#include "runner/util/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -235,26 +237,6 @@ void check_layout(const std::string& path, std::vector<Entry>& entries, uint64_t
                                          std::to_string(covered) + "; trailing bytes" + at(covered));
 }
 
-// ---- writing ----
-
-void write_all(const std::string& tmp, int fd, const void* data, size_t size) {
-    auto* p = static_cast<const char*>(data);
-    while (size > 0) {
-        ssize_t put = ::write(fd, p, size);
-        if (put < 0 && errno == EINTR) continue;
-        if (put < 0) throw SafetensorsError(tmp, "write failed: " + errno_str());
-        p += put;
-        size -= static_cast<size_t>(put);
-    }
-}
-
-void fsync_directory_of(const std::string& path) {
-    std::string dir = std::filesystem::path(path).parent_path().string();
-    if (dir.empty()) dir = ".";
-    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0) throw SafetensorsError(path, "cannot open directory " + dir + " to fsync it: " + errno_str());
-    if (::fsync(fd.get()) != 0) throw SafetensorsError(path, "fsync of directory " + dir + " failed: " + errno_str());
-}
 
 }  // namespace
 
@@ -386,22 +368,13 @@ void write_safetensors(const std::string& path, const std::vector<TensorRecord>&
     unsigned char length_bytes[kLengthBytes];
     for (size_t i = 0; i < kLengthBytes; ++i) length_bytes[i] = static_cast<unsigned char>(uint64_t(text.size()) >> (8 * i));
 
-    const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (fd.get() < 0) throw SafetensorsError(tmp, "cannot create: " + errno_str());
+    std::vector<std::string_view> pieces{{reinterpret_cast<const char*>(length_bytes), kLengthBytes}, text};
+    for (const TensorRecord* t : order) pieces.emplace_back(reinterpret_cast<const char*>(t->data.data()), t->data.size());
     try {
-        write_all(tmp, fd.get(), length_bytes, kLengthBytes);
-        write_all(tmp, fd.get(), text.data(), text.size());
-        for (const TensorRecord* t : order) write_all(tmp, fd.get(), t->data.data(), t->data.size());
-        if (::fsync(fd.get()) != 0) throw SafetensorsError(tmp, "fsync failed: " + errno_str());
-        if (fd.close() != 0) throw SafetensorsError(tmp, "close failed: " + errno_str());
-        if (::rename(tmp.c_str(), path.c_str()) != 0)
-            throw SafetensorsError(path, "cannot rename " + tmp + " over it: " + errno_str());
-    } catch (...) {
-        ::unlink(tmp.c_str());
-        throw;
+        util::write_file_atomic(path, pieces);
+    } catch (const std::runtime_error& e) {
+        throw SafetensorsError(path, e.what());
     }
-    fsync_directory_of(path);
 }
 
 std::vector<std::string> check_names_and_shapes(

@@ -1,5 +1,7 @@
 #include "runner/metrics/sidecar.h"
 
+#include "runner/util/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -82,10 +84,6 @@ void write_all(const fs::path& path, int fd, const std::string& text) {
     }
 }
 
-void fsync_directory(const fs::path& dir) {
-    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0 || ::fsync(fd.get()) != 0) throw MetricsError(dir, "cannot fsync the directory: " + errno_str());
-}
 
 }  // namespace
 
@@ -180,20 +178,11 @@ std::string clean_utf8(const std::string& text) {
 }
 
 void write_file_atomically(const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
     try {
-        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (fd.get() < 0) throw MetricsError(tmp, "cannot create: " + errno_str());
-        write_all(tmp, fd.get(), text);
-        if (::fsync(fd.get()) != 0) throw MetricsError(tmp, "fsync failed: " + errno_str());
-        if (::close(fd.release()) != 0) throw MetricsError(tmp, "close failed: " + errno_str());
-        if (::rename(tmp.c_str(), path.c_str()) != 0)
-            throw MetricsError(path, "cannot rename " + tmp.string() + " over it: " + errno_str());
-    } catch (...) {
-        ::unlink(tmp.c_str());
-        throw;
+        util::write_file_atomic(path.string(), text);
+    } catch (const std::runtime_error& e) {
+        throw MetricsError(path, e.what());
     }
-    fsync_directory(path.parent_path().empty() ? fs::path(".") : path.parent_path());
 }
 
 SidecarAppender::SidecarAppender(const fs::path& path) : path_(path) {

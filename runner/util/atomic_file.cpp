@@ -23,20 +23,26 @@ void fsync_directory(const std::string& dir) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view content) {
+    write_file_atomic(path, std::vector<std::string_view>{content});
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {
     const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw failure(tmp, "cannot create");
-    size_t done = 0;
-    while (done < content.size()) {
-        ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            auto error = failure(tmp, "write failed");
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            throw error;
+    for (std::string_view content : pieces) {
+        size_t done = 0;
+        while (done < content.size()) {
+            ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                auto error = failure(tmp, "write failed");
+                ::close(fd);
+                ::unlink(tmp.c_str());
+                throw error;
+            }
+            done += static_cast<size_t>(n);
         }
-        done += static_cast<size_t>(n);
     }
     if (::fsync(fd) != 0 || ::close(fd) != 0) {
         auto error = failure(tmp, "fsync failed");
