@@ -82,6 +82,9 @@ protected:
     static void SetUpTestSuite() {
         // In-process commands (run_cli) find the torch module next to the real executable.
         setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
+        // CTest runs suites side by side on 2 cores; one thread per training keeps OpenMP from spinning
+        // against itself (results do not depend on it: every run of the comparisons uses the same count).
+        setenv("OMP_NUM_THREADS", "1", 1);
         dir = new test::TempDir();
         std::ofstream corpus(dir->path() / "corpus.jsonl");
         for (int d = 0; d < 400; ++d) corpus << json{{"text", test::sample_text(1000 + d, 600)}}.dump() << "\n";

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "modules/l3/allocation.h"
@@ -87,14 +88,20 @@ TEST_P(ModelParity, LogitsLossAndEveryGradientMatchTheReference) {
     EXPECT_NEAR(loss.item<double>(), c["loss_mean"].get<double>(), 1e-5);
     loss.backward();
     int checked = 0;
+    double worst = 0;
     for (const auto& item : model->named_parameters(true)) {
         SCOPED_TRACE(item.key());
         auto it = expected.find("grad." + item.key());
         ASSERT_NE(it, expected.end()) << "no reference gradient";
         ASSERT_TRUE(item.value().grad().defined());
-        EXPECT_LE(relative_error(item.value().grad(), it->second), 1e-4);
+        const double error = relative_error(item.value().grad(), it->second);
+        EXPECT_LE(error, 1e-4);
+        worst = std::max(worst, error);
         ++checked;
     }
+    std::cout << "[parity] " << GetParam() << ": |loss - reference| = "
+              << std::fabs(loss.item<double>() - c["loss_mean"].get<double>()) << ", worst gradient error = " << worst
+              << " (relative to the largest reference gradient of each tensor), " << checked << " tensors\n";
     EXPECT_EQ(checked, static_cast<int>(model->named_parameters(true).size()));
 }
 
