@@ -41,6 +41,10 @@ std::string read_text(const fs::path& path) {
 // Opening the data checks every shard and the tokenizer/shard pairing: problems exit 2 here, before a
 // run directory is made, with the file (and offset) named.
 void check_data(const config::Experiment& e) {
+    if (e.device == "cuda")
+        throw config::ConfigException({{e.where("device"), "device",
+                                        "training on CUDA is not implemented yet (it needs bf16 autocast, flash "
+                                        "attention with windows and a CUDA L3 kernel); use device: cpu"}});
     data::ShardSetOptions options;
     if (fs::exists(e.data_tokenizer)) {
         auto tokenizer = data::load_tokenizer(e.data_tokenizer);

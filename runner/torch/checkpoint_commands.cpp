@@ -34,8 +34,7 @@ Loaded load(const std::string& checkpoint_dir) {
     l3lab::plan::Plan plan = l3lab::plan::make_plan(l.config);
     l.model = l3lab::modules::GPT(plan.model);
     l3lab::modules::load_weights(l.model, (fs::path(checkpoint_dir) / "model.safetensors").string());
-    if (l.config.device != "cpu" && at::hasCUDA() && at::getNumGPUs() > 0) l.device = at::Device(at::kCUDA, 0);
-    l.model->to(l.device);
+    l.model->to(l.device);  // the CPU: the CUDA path is not built yet (see the trainer)
     return l;
 }
 
