@@ -33,6 +33,7 @@
 #include "runner/data/tokenizer.h"
 #include "runner/metrics/metrics.h"
 #include "runner/plan/plan.h"
+#include "runner/plan/report.h"
 #include "runner/run/run_dir.h"
 #include "runner/train/checkpoints.h"
 #include "runner/train/log.h"
@@ -154,6 +155,9 @@ void resolve_config(Run& run) {
     const fs::path dir(run.request.run_dir);
     run.config = config::load_experiment((dir / "config.yaml").string(), {});
     run.plan = plan::make_plan(run.config, /*world_size=*/1);
+    // Every derived number once, with the rule that produced it (the same table as `l3lab plan`).
+    std::istringstream table(plan::plan_table(run.config, run.plan));
+    for (std::string line; std::getline(table, line);) log_line(line);
     // The CUDA training path (bf16 autocast, windowed flash attention, the CUDA L3 kernel) is not built
     // yet: `cuda` is refused rather than run half-way, and `auto` trains on the CPU.
     const bool cuda = at::hasCUDA() && at::getNumGPUs() > 0;
