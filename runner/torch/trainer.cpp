@@ -404,6 +404,7 @@ int train_loop(Run& run) {
     data::Batch batch;
     run.loader->next(batch);
     run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+    auto last_status = std::chrono::steady_clock::now();
 
     while (true) {
         const bool last_step = state.step == num_iterations;
@@ -502,7 +503,11 @@ int train_loop(Run& run) {
         run.metrics->train(rec);
 
         state.step += 1;
-        run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+        // STATUS is fsynced: refresh it every few seconds, not every step (a cost on tiny steps).
+        if (std::chrono::steady_clock::now() - last_status > std::chrono::seconds(5)) {
+            run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+            last_status = std::chrono::steady_clock::now();
+        }
 
         // A stop signal: checkpoint at this step boundary and exit 3 (safe to resume).
         if (g_stop_signal && state.step < num_iterations) {
