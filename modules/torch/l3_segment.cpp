@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -90,6 +91,68 @@ at::Tensor occurrences(const Grouping& g, const at::Tensor& order, int64_t k) {
     return order.narrow(0, g.start[k], g.start[k + 1] - g.start[k]);
 }
 
+// Tokens with few rows (most of the vocabulary) are cheaper in plain loops than as GEMMs: a handful of
+// ATen calls per token would cost more than the arithmetic.
+constexpr int64_t kLoopRows = 16;
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+    T s = 0;
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+// Pointers into the contiguous inputs and outputs of one call.
+template <typename T>
+struct Views {
+    const T *q, *keys, *values;
+    T* probs;
+    int64_t C, D;
+};
+
+// The loop version of one group's forward: per occurrence, scores, softmax, weighted sum of values.
+template <typename T>
+void forward_loops(const Grouping& g, int64_t k, int64_t row0, int64_t rows, const Views<T>& v, T* out) {
+    T* p = v.probs + g.score_offset[k];
+    for (int64_t o = g.start[k]; o < g.start[k + 1]; ++o, p += rows) {
+        const int64_t n = g.order[o];
+        const T* qn = v.q + n * v.C;
+        T* an = out + n * v.D;
+        T max_score = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < rows; ++j) max_score = std::max(max_score, p[j] = dot(v.keys + (row0 + j) * v.C, qn, v.C));
+        T sum = 0;
+        for (int64_t j = 0; j < rows; ++j) sum += (p[j] = std::exp(p[j] - max_score));
+        for (int64_t j = 0; j < rows; ++j) {
+            p[j] /= sum;
+            const T* value = v.values + (row0 + j) * v.D;
+            for (int64_t d = 0; d < v.D; ++d) an[d] += p[j] * value[d];
+        }
+    }
+}
+
+// The loop version of one group's backward (same formulas as backward_groups).
+template <typename T>
+void backward_loops(const Grouping& g, int64_t k, int64_t row0, int64_t rows, const Views<T>& v, const T* grad_out,
+                    T* grad_q, T* grad_keys, T* grad_values) {
+    T d_p[kLoopRows];
+    const T* p = v.probs + g.score_offset[k];
+    for (int64_t o = g.start[k]; o < g.start[k + 1]; ++o, p += rows) {
+        const int64_t n = g.order[o];
+        const T *go = grad_out + n * v.D, *qn = v.q + n * v.C;
+        T* gq = grad_q + n * v.C;
+        T weighted = 0;
+        for (int64_t j = 0; j < rows; ++j) weighted += p[j] * (d_p[j] = dot(go, v.values + (row0 + j) * v.D, v.D));
+        for (int64_t j = 0; j < rows; ++j) {
+            const T d_s = p[j] * (d_p[j] - weighted);
+            const T* key = v.keys + (row0 + j) * v.C;
+            T* gk = grad_keys + (row0 + j) * v.C;
+            for (int64_t c = 0; c < v.C; ++c) gq[c] += d_s * key[c], gk[c] += d_s * qn[c];
+            T* gv = grad_values + (row0 + j) * v.D;
+            for (int64_t d = 0; d < v.D; ++d) gv[d] += p[j] * go[d];
+        }
+    }
+}
+
 // Group by group: S = Q_g K_gᵀ, P = softmax(S), A_g = P V_g. probs keeps every P for backward.
 void forward_groups(const Grouping& g, const at::Tensor& order, const at::Tensor& bounds_t, const at::Tensor& q,
                     const at::Tensor& keys, const at::Tensor& values, at::Tensor& probs, at::Tensor& out) {
@@ -97,6 +160,14 @@ void forward_groups(const Grouping& g, const at::Tensor& order, const at::Tensor
     for_each_group(g, q.size(1) + values.size(1), [&](int64_t k) {
         const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
         if (rows == 0) return;
+        if (rows <= kLoopRows) {
+            AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "l3_forward_loops", [&] {
+                Views<scalar_t> v{q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                                  probs.data_ptr<scalar_t>(), q.size(1), values.size(1)};
+                forward_loops<scalar_t>(g, k, row0, rows, v, out.data_ptr<scalar_t>());
+            });
+            return;
+        }
         at::Tensor occ = occurrences(g, order, k);
         at::Tensor scores = at::mm(q.index_select(0, occ), keys.narrow(0, row0, rows).t());
         at::Tensor p = at::softmax(scores, -1);
@@ -115,6 +186,15 @@ void backward_groups(const Grouping& g, const at::Tensor& order, const at::Tenso
     for_each_group(g, 2 * (q.size(1) + values.size(1)), [&](int64_t k) {
         const int64_t row0 = bounds[g.token[k]], rows = bounds[g.token[k] + 1] - row0;
         if (rows == 0) return;
+        if (rows <= kLoopRows) {
+            AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "l3_backward_loops", [&] {
+                Views<scalar_t> v{q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
+                                  const_cast<scalar_t*>(probs.data_ptr<scalar_t>()), q.size(1), values.size(1)};
+                backward_loops<scalar_t>(g, k, row0, rows, v, grad_out.data_ptr<scalar_t>(), grad_q.data_ptr<scalar_t>(),
+                                         grad_keys.data_ptr<scalar_t>(), grad_values.data_ptr<scalar_t>());
+            });
+            return;
+        }
         at::Tensor occ = occurrences(g, order, k);
         const int64_t count = occ.size(0);
         at::Tensor p = probs.narrow(0, g.score_offset[k], count * rows).view({count, rows});

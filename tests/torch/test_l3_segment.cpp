@@ -41,9 +41,11 @@ void expect_close(const at::Tensor& a, const at::Tensor& b, double tol) {
 }  // namespace
 
 TEST(L3Segment, MatchesPaddedGatherForwardAndBackward) {
+    // k_max 12: every token takes the loop path; 60: tokens with more than 16 rows take the GEMM path.
+    for (int64_t k_max : {12, 60})
     for (bool tied : {true, false}) {
-        SCOPED_TRACE(tied ? "tied" : "untied");
-        Case c = make_case(200, 37, 16, tied ? 16 : 8, 12, tied, at::kFloat, 1);
+        SCOPED_TRACE(std::string(tied ? "tied" : "untied") + " k_max " + std::to_string(k_max));
+        Case c = make_case(200, 37, 16, tied ? 16 : 8, k_max, tied, at::kFloat, 1);
         auto run = [&](bool segment) {
             at::Tensor q = c.q.clone().requires_grad_(true);
             at::Tensor k = c.keys.clone().requires_grad_(true);
@@ -62,9 +64,10 @@ TEST(L3Segment, MatchesPaddedGatherForwardAndBackward) {
 
 // Double-precision gradient check by central differences along random directions.
 TEST(L3Segment, GradientsMatchFiniteDifferencesInDouble) {
+    for (int64_t k_max : {6, 40})  // the loop path, then both paths in one call
     for (bool tied : {true, false}) {
-        SCOPED_TRACE(tied ? "tied" : "untied");
-        Case c = make_case(24, 7, 5, tied ? 5 : 3, 6, tied, at::kDouble, 3);
+        SCOPED_TRACE(std::string(tied ? "tied" : "untied") + " k_max " + std::to_string(k_max));
+        Case c = make_case(24, 7, 5, tied ? 5 : 3, k_max, tied, at::kDouble, 3);
         at::manual_seed(11);
         at::Tensor g = at::randn({24, tied ? 5 : 3}, at::kDouble);
         auto f = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
