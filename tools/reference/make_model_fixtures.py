@@ -53,9 +53,11 @@ Layout written (one folder per case):
 """
 
 import argparse
-import hashlib
 import json
 import sys
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+import checkout  # noqa: E402  (tools/reference/checkout.py)
 from pathlib import Path
 
 REFERENCE = "karpathy/nanochat@b7629eff5d5985b9dc9b0198b45cb7783484b1b2"
@@ -121,19 +123,8 @@ L3_LAYER_CASES = {
 }
 
 
-def git_blob_sha1(path):
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def verify_checkout(root):
-    for rel, expected in EXPECTED_BLOBS.items():
-        path = root / rel
-        if not path.is_file():
-            sys.exit(f"error: {path} missing; is {root} a nanochat checkout at b7629ef?")
-        actual = git_blob_sha1(path)
-        if actual != expected:
-            sys.exit(f"error: {rel} has blob {actual}, expected {expected} (nanochat b7629ef)")
+    checkout.verify_checkout(root, EXPECTED_BLOBS)
 
 
 def zipf_sample(gen, vocab_size, rows, cols):

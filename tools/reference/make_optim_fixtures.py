@@ -57,10 +57,12 @@ os.environ["TORCH_COMPILE_DISABLE"] = "1"
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import sys
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+import checkout  # noqa: E402  (tools/reference/checkout.py)
 import textwrap
 import types
 from pathlib import Path
@@ -88,19 +90,8 @@ GPT_CONFIG = dict(sequence_len=64, vocab_size=32, n_layer=2, n_head=2, n_kv_head
                   l3_tie_kv=False)
 
 
-def git_blob_sha1(path):
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def verify_checkout(root):
-    for rel, expected in EXPECTED_BLOBS.items():
-        path = root / rel
-        if not path.is_file():
-            sys.exit(f"error: {path} missing; is {root} a nanochat checkout at b7629ef?")
-        actual = git_blob_sha1(path)
-        if actual != expected:
-            sys.exit(f"error: {rel} has blob {actual}, expected {expected} (nanochat b7629ef)")
+    checkout.verify_checkout(root, EXPECTED_BLOBS)
 
 
 def segment(text, start, end):

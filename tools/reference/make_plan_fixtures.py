@@ -34,12 +34,14 @@ l3lab overrides and the values the reference computed ("expect").
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import math
 import random
 import sys
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+import checkout  # noqa: E402  (tools/reference/checkout.py)
 import textwrap
 from pathlib import Path
 
@@ -58,19 +60,8 @@ NUM_RANDOM_CASES = 60
 # ----------------------------------------------------------------------------
 # Reference checkout and its code segments
 
-def git_blob_sha1(path):
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def verify_checkout(root):
-    for rel, expected in EXPECTED_BLOBS.items():
-        path = root / rel
-        if not path.is_file():
-            sys.exit(f"error: {path} missing; is {root} a nanochat checkout at b7629ef?")
-        actual = git_blob_sha1(path)
-        if actual != expected:
-            sys.exit(f"error: {rel} has blob {actual}, expected {expected} (nanochat b7629ef)")
+    checkout.verify_checkout(root, EXPECTED_BLOBS)
 
 
 def segment(text, start, end=None):
