@@ -4,21 +4,25 @@
 #include <c10/core/DeviceType.h>
 #include <torch/version.h>
 
+#include <sstream>
 #include <string>
 
 extern "C" const char* l3lab_torch_runtime_info() {
     static const std::string info = [] {
-        std::string out = std::string("libtorch (loaded): ") + TORCH_VERSION + "\n";
+        // An ostringstream rather than string +: GCC 12 flags the latter with a spurious -Warray-bounds.
+        std::ostringstream out;
+        out << "libtorch (loaded): " << TORCH_VERSION << "\n";
         const bool cuda = at::hasCUDA();
-        out += std::string("CUDA: ") + (cuda ? "available" : "not available") + "\n";
+        out << "CUDA: " << (cuda ? "available" : "not available") << "\n";
         if (cuda) {
-            out += "CUDA devices: " + std::to_string(at::getNumGPUs()) + "\n";
-            const bool cudnn = at::detail::getCUDAHooks().hasCuDNN();
-            out += std::string("cuDNN: ") +
-                   (cudnn ? std::to_string(at::detail::getCUDAHooks().versionCuDNN()) : std::string("not available")) + "\n";
+            out << "CUDA devices: " << at::getNumGPUs() << "\n";
+            if (at::detail::getCUDAHooks().hasCuDNN())
+                out << "cuDNN: " << at::detail::getCUDAHooks().versionCuDNN() << "\n";
+            else
+                out << "cuDNN: not available\n";
         }
-        out += "CPU threads: " + std::to_string(at::get_num_threads()) + "\n";
-        return out;
+        out << "CPU threads: " << at::get_num_threads() << "\n";
+        return out.str();
     }();
     return info.c_str();
 }
