@@ -30,6 +30,7 @@ int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::
 int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int cmd_data(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int cmd_sweep(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 // Parses a command's `options` (--help is added) and its positional arguments. Returns false after
 // printing "usage: l3lab <usage>", `about` and the options when --help is given.
