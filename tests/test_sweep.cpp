@@ -217,7 +217,9 @@ TEST(Sweep, ShippedSweepsPlan) {
     EXPECT_EQ(m.cells[4].dir, "0004-depth=20,device_batch_size=16");
 
     auto t = sweep::load_sweep((dir / "tiny.yaml").string());
-    ASSERT_EQ(t.cells.size(), 4u);
-    EXPECT_EQ(t.cells[3].dir, "0003-depth=4,seed=2");
-    EXPECT_EQ(t.cells[3].experiment.model.l3.after_layers, (std::vector<long long>{1}));
+    ASSERT_EQ(t.cells.size(), 12u);
+    EXPECT_EQ(t.cells[3].dir, "0003-target_flops=3.0e+10,depth=2,l3_at_fraction=0.5");
+    EXPECT_EQ(t.cells[3].experiment.model.l3.after_layers, (std::vector<long long>{0}));
+    EXPECT_TRUE(t.cells[2].experiment.model.l3.after_layers.empty());
+    EXPECT_EQ(t.cells[11].plan.horizon_rule, "target_flops");
 }

@@ -1,6 +1,10 @@
 // Helpers shared by the test suites: temporary directories, files, and running the CLI in-process.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -45,6 +49,38 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
     std::ostringstream out, err;
     int code = cli::run(args, out, err);
     return {code, out.str(), err.str()};
+}
+
+#ifdef L3LAB_BINARY
+// Starts the real executable with `args`, stdout and stderr to `log` (truncated); returns the pid.
+inline pid_t spawn_l3lab(const std::vector<std::string>& args, const std::string& log) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        std::vector<char*> argv{const_cast<char*>(L3LAB_BINARY)};
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(L3LAB_BINARY, argv.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+// The exit code of `pid`, or 128 + the signal that ended it.
+inline int wait_exit(pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+#endif
+
+inline std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
 }
 
 inline std::string base_yaml() { return (kSourceDir / "experiments" / "base.yaml").string(); }

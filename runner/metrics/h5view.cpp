@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runner/metrics/columns.h"
+#include "runner/metrics/table.h"
 
 namespace l3lab::metrics::detail {
 
@@ -359,6 +360,63 @@ MetricsLog read_view(const std::filesystem::path& path) {
         for (hsize_t i = 0; i < n; ++i) log.samples.push_back({steps[i], std::move(prompts[i]), std::move(texts[i])});
     }
     return log;
+}
+
+}  // namespace l3lab::metrics
+
+// ---- tables (runner/metrics/table.h) ----
+
+namespace l3lab::metrics {
+
+void write_table(const std::filesystem::path& path, const std::string& group_name,
+                 const std::vector<TableColumn>& columns,
+                 const std::vector<std::pair<std::string, std::string>>& attributes) {
+    using namespace detail;
+    silence_hdf5();
+    const std::filesystem::path tmp = path.string() + ".tmp";
+    {
+        Id file(check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), tmp, "cannot create the file"),
+                H5Fclose);
+        Id group = create_group(file.get(), group_name.c_str(), tmp);
+        Id str = utf8_string_type();
+        for (const auto& [name, value] : attributes)
+            write_string_attribute(group.get(), name.c_str(), value, str.get(), tmp);
+        for (const auto& column : columns) {
+            hid_t file_type = H5T_IEEE_F64LE, memory_type = H5T_NATIVE_DOUBLE;
+            const void* data = nullptr;
+            std::vector<const char*> pointers;
+            hsize_t rows = 0;
+            if (auto* d = std::get_if<std::vector<double>>(&column.values)) {
+                rows = d->size();
+                data = d->data();
+            } else if (auto* i = std::get_if<std::vector<int64_t>>(&column.values)) {
+                rows = i->size();
+                data = i->data();
+                file_type = H5T_STD_I64LE;
+                memory_type = H5T_NATIVE_INT64;
+            } else {
+                const auto& s = std::get<std::vector<std::string>>(column.values);
+                rows = s.size();
+                for (const auto& text : s) pointers.push_back(text.c_str());
+                data = pointers.data();
+                file_type = memory_type = str.get();
+            }
+            Id space(H5Screate_simple(1, &rows, nullptr), H5Sclose);
+            Id dataset(check(H5Dcreate2(group.get(), column.name.c_str(), file_type, space.get(), H5P_DEFAULT,
+                                        H5P_DEFAULT, H5P_DEFAULT),
+                             tmp, "cannot create column " + column.name),
+                       H5Dclose);
+            if (rows > 0)
+                check(H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), tmp,
+                      "cannot write column " + column.name);
+        }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+        std::filesystem::remove(tmp);
+        throw MetricsError(path, "cannot replace the file: " + ec.message());
+    }
 }
 
 }  // namespace l3lab::metrics

@@ -13,6 +13,7 @@
 
 #include "runner/config/schema.h"
 #include "runner/data/sha256.h"
+#include "runner/util/format.h"
 
 namespace fs = std::filesystem;
 
@@ -493,25 +494,12 @@ std::string plan_table(const Sweep& s, const Throughput& t) {
         total_hours += hours;
         rows.push_back(std::move(row));
     }
-    std::vector<size_t> width(header.size());
-    for (size_t i = 0; i < header.size(); ++i) {
-        width[i] = header[i].size();
-        for (const auto& r : rows) width[i] = std::max(width[i], r[i].size());
-    }
     std::ostringstream out;
     out << "sweep " << s.name << " (" << s.source << "): " << s.cells.size() << " cell" << (s.cells.size() == 1 ? "" : "s")
         << " of " << s.experiment << ", into " << s.sweep_dir() << "/, on_failure " << s.on_failure << "\n\n";
-    auto line = [&](const std::vector<std::string>& r) {
-        std::string text;
-        for (size_t i = 0; i < r.size(); ++i) {
-            const bool left = i + 2 >= r.size();  // id and dir
-            text += (i ? "  " : "") + (left ? fmt::format("{:<{}}", r[i], i + 1 == r.size() ? 0 : width[i])
-                                            : fmt::format("{:>{}}", r[i], width[i]));
-        }
-        out << text << "\n";
-    };
-    line(header);
-    for (const auto& r : rows) line(r);
+    const size_t left_from = header.size() - 2;  // id and dir
+    rows.insert(rows.begin(), header);
+    out << util::aligned_table(rows, left_from);
     out << fmt::format("\ntotal: {} cells, {:.3e} FLOPs, {:.1f} device-hours\n", s.cells.size(), total_flops, total_hours);
     out << fmt::format("device-hours = FLOPs / (peak {:.4g} FLOP/s x MFU {:.2f}) / 3600 (--peak-flops, --mfu)\n",
                        t.peak_flops, t.mfu);
