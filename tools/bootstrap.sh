@@ -21,6 +21,8 @@ DEBIAN_PACKAGES=(
   libsentencepiece-dev
   libgtest-dev libgmock-dev
   python3-h5py python3-matplotlib python3-pandas
+  # single-node SLURM for the `sweep slurm` test (tools/slurm/local_cluster.sh; docs/slurm.md)
+  slurmctld slurmd slurm-client munge
 )
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
