@@ -188,9 +188,12 @@ TEST(Sweep, PlanJson) {
 }
 
 TEST(Sweep, CliUsage) {
-    auto r = test::run_cli({"sweep", "run", "x.yaml"});
+    auto r = test::run_cli({"sweep", "launch", "x.yaml"});
     EXPECT_EQ(r.code, 2);
-    EXPECT_NE(r.err.find("unknown sweep subcommand 'run' (the sweep subcommands are: plan)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("unknown sweep subcommand 'launch' (the sweep subcommands are: plan, run, status, collect, slurm)"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(test::run_cli({"sweep", "run", "x.yaml"}).code, 2);  // no such file
     EXPECT_EQ(test::run_cli({"sweep"}).code, 2);
     EXPECT_EQ(test::run_cli({"sweep", "plan"}).code, 2);
     EXPECT_EQ(test::run_cli({"sweep", "plan", "x.yaml", "--mfu", "2"}).code, 2);

@@ -28,8 +28,8 @@ const std::vector<Command>& commands() {
          cmd_sample},
         {"data", "train-tokenizer|tokenize|inspect|batches [options]",
          "tokenizer training, token shards + manifest, shard inspection, batch preview", cmd_data},
-        {"sweep", "plan SWEEP.yaml [--json] [--peak-flops X] [--mfu Y]",
-         "expand a sweep into its cells and plan each: params, FLOPs, tokens, device-hours", cmd_sweep},
+        {"sweep", "plan|run|status|collect|slurm SWEEP.yaml [options]",
+         "sweeps: plan every cell, run them (resumable, locked), status, collect results, SLURM arrays", cmd_sweep},
     };
     return list;
 }
