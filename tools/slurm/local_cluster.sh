@@ -252,7 +252,7 @@ start_munged() {
 write_config() {
   local node cpus mem_kib mem_mib user ports ctld_port d_port topo
   node="$(node_name)"
-  cpus="$(nproc)"
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"   # nproc alone honours OMP_NUM_THREADS (CTest sets 1)
   mem_kib="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
   mem_mib=$(( mem_kib / 1024 ))
   # Use slurmd's own view of the topology when it agrees with nproc (otherwise slurmd would drain
@@ -427,7 +427,7 @@ cmd_start() {
   done
   start_watchdog
   cmd_env > "$ENV_FILE"
-  log "up in $((SECONDS - t0)) s: node $(node_name) idle, partition $PARTITION, $(nproc) CPUs, state in $S"
+  log "up in $((SECONDS - t0)) s: node $(node_name) idle, partition $PARTITION, $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) CPUs, state in $S"
   cat "$ENV_FILE"
 }
 
