@@ -15,18 +15,6 @@
 
 namespace l3lab::test {
 
-// splitmix64: reproducible pseudo-random numbers for generated data.
-struct Rng {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    uint64_t below(uint64_t n) { return next() % n; }
-};
-
 // Prose, code and a little Unicode: `bytes` long or a bit more, different for every seed.
 inline std::string sample_text(uint64_t seed, size_t bytes) {
     static const char* words[] = {

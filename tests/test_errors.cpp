@@ -16,6 +16,7 @@ std::string first_line(const std::filesystem::path& p) {
     std::ifstream in(p);
     std::string line;
     std::getline(in, line);
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a fixture with CRLF line ends
     return line;
 }
 

@@ -443,7 +443,7 @@ json.dump(out, open(result, "w"))
     EXPECT_EQ(out["killed"]["steps"].get<std::vector<int64_t>>(), steps(40));
     EXPECT_EQ(out["closed"]["steps"].get<std::vector<int64_t>>(), steps(50));
     const std::vector<std::string> columns = {"step", "loss",   "raw_loss", "lrm",   "dt",     "tok_per_sec",
-                                              "mfu",  "tokens", "flops",    "epoch", "elapsed"};
+                                              "mfu",  "tokens", "flops",    "epoch", "elapsed", "skipped"};
     EXPECT_EQ(out["closed"]["columns"].get<std::vector<std::string>>(), columns) << "columns in creation order";
     if (out.contains("pandas")) {
         EXPECT_EQ(out["pandas"]["rows"], 30);

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "runner/torch_module.h"
 #include "test_data_util.h"
 #include "test_util.h"
 
@@ -22,34 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Runs the executable with `args`, stdout+stderr to `log`; returns the pid.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        std::vector<char*> argv{const_cast<char*>(L3LAB_BINARY)};
-        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        execv(L3LAB_BINARY, argv.data());
-        _exit(127);
-    }
-    return pid;
-}
+using test::slurp;
 
-int wait_for(pid_t pid) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) { return test::spawn_l3lab(args, log); }
+int wait_for(pid_t pid) { return test::wait_exit(pid); }
 
 // Per-step raw training losses and per-step validation values from metrics.jsonl.
 struct Series {
@@ -266,4 +243,34 @@ TEST_F(Train, EvalAndSampleACheckpoint) {
     EXPECT_EQ(again.out, r.out);  // seeded
     EXPECT_EQ(test::run_cli({"eval", (dir->path() / "no-such-checkpoint").string()}).code, 2);
     EXPECT_EQ(test::run_cli({"sample", straight().string()}).code, 2);  // no --prompt
+}
+
+// device: cuda on a machine where CUDA cannot train (no GPU here, or a build without the CUDA kernels):
+// exit 2 with the reason, before any run directory exists (docs/cuda.md). On a GPU machine it trains.
+TEST_F(Train, DeviceCudaWithoutAGpuExitsTwoBeforeAnyRunDirectory) {
+    std::string error;
+    const l3lab::TorchModule* module = l3lab::torch_module(&error);
+    ASSERT_NE(module, nullptr) << error;
+    const int devices = module->cuda_devices();
+    if (devices > 0) GTEST_SKIP() << devices << " CUDA device(s) visible: device: cuda trains here (tests/torch/test_cuda.cpp)";
+    for (const char* command : {"train", "resume"}) {
+        SCOPED_TRACE(command);
+        test::CliResult r;
+        if (std::string(command) == "train") {
+            r = test::run_cli({"train", experiment, "--run-dir", run_dir("cuda"), "device=cuda"});
+        } else {  // a run directory whose frozen config asks for CUDA
+            const fs::path frozen = dir->path() / "frozen-cuda";
+            fs::create_directories(frozen);
+            std::string config = slurp(experiment);
+            config.replace(config.find("device: cpu"), 11, "device: cuda");
+            std::ofstream(frozen / "config.yaml") << config;
+            std::ofstream(frozen / "STATUS") << R"({"state": "failed", "step": 0})";
+            r = test::run_cli({"resume", frozen.string()});
+        }
+        EXPECT_EQ(r.code, 2) << r.out << r.err;
+        const std::string expected = devices < 0 ? "device: cuda but this l3lab was built without its CUDA kernels"
+                                                 : "device: cuda but no CUDA device is visible";
+        EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+    }
+    EXPECT_FALSE(fs::exists(run_dir("cuda")));
 }

@@ -5,8 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +18,21 @@
 namespace l3lab::test {
 
 inline const std::filesystem::path kSourceDir = L3LAB_SOURCE_DIR;
+
+// splitmix64: reproducible pseudo-random numbers for generated data and seeded fuzzing, the same on
+// every machine.
+struct Rng {
+    uint64_t state;
+    uint64_t next() {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+    uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
+    template <class T>
+    const T& pick(const std::vector<T>& v) { return v[below(v.size())]; }
+};
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
@@ -53,12 +70,15 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
 
 #ifdef L3LAB_BINARY
 // Starts the real executable with `args`, stdout and stderr to `log` (truncated); returns the pid.
-inline pid_t spawn_l3lab(const std::vector<std::string>& args, const std::string& log) {
+// `in_child` runs in the forked child just before exec (environment, limits, capabilities).
+inline pid_t spawn_l3lab(const std::vector<std::string>& args, const std::string& log,
+                         const std::function<void()>& in_child = {}) {
     pid_t pid = fork();
     if (pid == 0) {
         int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
+        if (in_child) in_child();
         std::vector<char*> argv{const_cast<char*>(L3LAB_BINARY)};
         for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);

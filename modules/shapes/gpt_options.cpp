@@ -1,7 +1,9 @@
 #include "modules/shapes/gpt_options.h"
+#include "modules/shapes/size_check.h"
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 
 namespace l3lab::modules {
 
@@ -32,6 +34,38 @@ std::vector<OptionError> L3LayerOptions::validate(int64_t n_embd, int64_t vocab_
         errors.push_back({"l3.d_emb", "tied tables use the model width; set tie_kv: false for a value width of " +
                                           std::to_string(d_emb)});
     return errors;
+}
+
+std::string size_problem(const GPTOptions& o) {
+    using F = long double;  // no overflow: every option is bounded far below 1e300
+    const F C = static_cast<F>(o.n_embd), L = static_cast<F>(o.n_layer), V = static_cast<F>(o.padded_vocab_size()),
+            T = static_cast<F>(o.sequence_len), kv_heads = static_cast<F>(o.n_kv_head),
+            kv = kv_heads * static_cast<F>(o.n_head > 0 ? o.n_embd / o.n_head : o.n_embd);
+    // An upper bound of describe(): blocks, embeddings and lm_head, value embeddings on every layer.
+    const F dense = 2 * V * C + L * (10 * C * C + 2 * kv * C + kv_heads * GPTOptions::kValueEmbedGateChannels + V * kv + 2);
+    auto l3_params = [&](F rows, const L3LayerOptions& l3) {
+        const F d_emb = static_cast<F>(l3.d_emb), d_up = static_cast<F>(l3.d_up);
+        return rows * (C + d_emb) + d_up * d_emb + C * (d_up + C);
+    };
+    F with_v_rows = dense;
+    for (const auto& p : o.l3) with_v_rows += l3_params(p.options.n_emb > 0 ? static_cast<F>(p.options.n_emb) : V, p.options);
+    const F auto_rows = std::max(V, with_v_rows / 1000);  // the `n_emb: auto` rule
+    F params = dense, flops = 12 * C * T * L;              // attention: 12 x heads x head_dim x window per layer
+    for (const auto& p : o.l3) {
+        const F rows = p.options.n_emb > 0 ? static_cast<F>(p.options.n_emb) : auto_rows;
+        params += l3_params(rows, p.options);
+        flops += 2 * rows / std::max<F>(1, static_cast<F>(o.vocab_size)) * C +
+                 2 * static_cast<F>(p.options.d_emb) * static_cast<F>(p.options.d_up) +
+                 2 * (static_cast<F>(p.options.d_up) + C) * C;
+    }
+    flops += 6 * params;
+    if (params < kMaxCount && flops < kMaxCount) return "";
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "the model would have about %.2Le parameters and %.2Le FLOPs per token, more than the %.2e "
+                  "l3lab can count (2^62)",
+                  params, flops, kMaxCount);
+    return text;
 }
 
 std::vector<OptionError> GPTOptions::validate() const {

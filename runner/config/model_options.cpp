@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "modules/shapes/shapes.h"
+#include "modules/shapes/size_check.h"
 
 namespace l3lab::config {
 
@@ -85,6 +86,14 @@ modules::GPTOptions model_options(const Experiment& e) {
             p.options.n_emb = e.model.l3.n_emb.value_or(0);
             o.l3.push_back(p);
         }
+    }
+    // Counting a model too large for 64-bit counters would overflow (describe() runs next).
+    if (std::string problem = modules::size_problem(o); !problem.empty()) {
+        errors.add(e.where_any({"model.depth", "model.aspect_ratio", "model.vocab_size", "model.l3.n_emb",
+                                "model.sequence_len", "model.head_dim", "model.n_kv_head", "model.l3.d_up",
+                                "model.l3.d_emb", "model.pad_vocab_to", "model.graph"}),
+                   "model", problem);
+        errors.throw_if_any();
     }
     // `auto` n_emb: the reference's rule, on the model with every table at V rows.
     if (std::any_of(o.l3.begin(), o.l3.end(), [](const auto& p) { return p.options.n_emb == 0; })) {

@@ -1,5 +1,6 @@
 #include "runner/config/node.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -83,8 +84,8 @@ std::string Node::describe() const {
     switch (kind) {
         case Kind::Null: return "null";
         case Kind::Scalar: return quoted ? "the string \"" + scalar + "\"" : "'" + scalar + "'";
-        case Kind::Sequence: return "a list";
-        case Kind::Map: return "a map";
+        case Kind::Sequence: return items.empty() ? "an empty list" : "a list";
+        case Kind::Map: return entries.empty() ? "an empty map" : "a map";
     }
     return "?";
 }
@@ -97,49 +98,75 @@ static Location location_of(const YAML::Mark& mark, const std::string& file) {
     return {file, mark.line + 1, mark.column + 1};
 }
 
-static Node convert(const YAML::Node& yaml, const std::string& file, ErrorList& errors,
-                    const std::string& path = "") {
-    Node node;
-    node.where = location_of(yaml.Mark(), file);
-    switch (yaml.Type()) {
-        case YAML::NodeType::Undefined:
-        case YAML::NodeType::Null:
-            node.kind = Node::Kind::Null;
-            break;
-        case YAML::NodeType::Scalar:
-            node.kind = Node::Kind::Scalar;
-            node.scalar = yaml.Scalar();
-            node.quoted = yaml.Tag() == "!";
-            break;
-        case YAML::NodeType::Sequence:
-            node.kind = Node::Kind::Sequence;
-            for (const auto& item : yaml) node.items.push_back(convert(item, file, errors, path));
-            break;
-        case YAML::NodeType::Map: {
-            node.kind = Node::Kind::Map;
-            std::set<std::string> seen;
-            for (const auto& kv : yaml) {
-                Location key_where = location_of(kv.first.Mark(), file);
-                if (!kv.first.IsScalar()) {
-                    errors.add(key_where, "", "map keys must be plain names, not lists or maps");
-                    continue;
-                }
-                std::string key = kv.first.Scalar();
-                std::string dotted = path.empty() ? key : path + "." + key;
-                if (!seen.insert(key).second) {
-                    errors.add(key_where, dotted, "duplicate key (each key may appear once per map)");
-                    continue;
-                }
-                Node child = convert(kv.second, file, errors, dotted);
-                child.key_where = key_where;
-                if (child.is_null() && child.where.line == 0) child.where = key_where;
-                node.entries.emplace_back(std::move(key), std::move(child));
-            }
-            break;
+namespace {
+
+// yaml-cpp keeps an alias as a reference to its anchor's node, so a few lines of anchors and aliases
+// can describe billions of values ("billion laughs"); the tree built here expands them. No experiment or
+// sweep has more than a few thousand values: refuse documents that expand past this many.
+constexpr size_t kMaxValues = 1'000'000;
+
+struct Converter {
+    const std::string& file;
+    ErrorList& errors;
+    size_t values = 0;
+    bool too_many = false;
+
+    Node convert(const YAML::Node& yaml, const std::string& path = "") {
+        Node node;
+        node.where = location_of(yaml.Mark(), file);
+        if (too_many) return node;
+        if (++values > kMaxValues) {
+            too_many = true;
+            errors.add(node.where, "", "the document expands to more than " + std::to_string(kMaxValues) +
+                                           " values (through YAML anchors and aliases?)");
+            return node;
         }
+        switch (yaml.Type()) {
+            case YAML::NodeType::Undefined:
+            case YAML::NodeType::Null:
+                node.kind = Node::Kind::Null;
+                break;
+            case YAML::NodeType::Scalar:
+                node.kind = Node::Kind::Scalar;
+                node.scalar = yaml.Scalar();
+                node.quoted = yaml.Tag() == "!";
+                break;
+            case YAML::NodeType::Sequence:
+                node.kind = Node::Kind::Sequence;
+                for (const auto& item : yaml) {
+                    node.items.push_back(convert(item, path));
+                    if (too_many) break;
+                }
+                break;
+            case YAML::NodeType::Map: {
+                node.kind = Node::Kind::Map;
+                std::set<std::string> seen;
+                for (const auto& kv : yaml) {
+                    if (too_many) break;
+                    Location key_where = location_of(kv.first.Mark(), file);
+                    if (!kv.first.IsScalar()) {
+                        errors.add(key_where, "", "map keys must be plain names, not lists or maps");
+                        continue;
+                    }
+                    std::string key = kv.first.Scalar();
+                    std::string dotted = path.empty() ? key : path + "." + key;
+                    if (!seen.insert(key).second) {
+                        errors.add(key_where, dotted, "duplicate key (each key may appear once per map)");
+                        continue;
+                    }
+                    Node child = convert(kv.second, dotted);
+                    child.key_where = key_where;
+                    if (child.is_null() && child.where.line == 0) child.where = key_where;
+                    node.entries.emplace_back(std::move(key), std::move(child));
+                }
+                break;
+            }
+        }
+        return node;
     }
-    return node;
-}
+};
+
+}  // namespace
 
 Node parse_yaml(std::string_view text, const std::string& file, ErrorList& errors) {
     try {
@@ -150,12 +177,20 @@ Node parse_yaml(std::string_view text, const std::string& file, ErrorList& error
                                              " (remove the extra '---')");
             return Node{};
         }
-        return convert(docs.front(), file, errors);
+        Converter converter{file, errors};
+        Node root = converter.convert(docs.front());
+        return converter.too_many ? Node{} : root;
+    } catch (const YAML::DeepRecursion& e) {
+        errors.add(location_of(e.mark, file), "",
+                   "YAML syntax error: nested too deeply (the YAML reader stops at " + std::to_string(e.depth()) + " levels)");
     } catch (const YAML::Exception& e) {
         errors.add(location_of(e.mark, file), "", "YAML syntax error: " + e.msg);
     }
     return Node{};
 }
+
+// Experiment and sweep files are a few kilobytes; anything this large is a wrong path.
+constexpr uintmax_t kMaxFileBytes = 16u << 20;
 
 Node parse_yaml_file(const std::string& path, const Location& referenced_from, std::string_view key,
                      ErrorList& errors) {
@@ -166,6 +201,17 @@ Node parse_yaml_file(const std::string& path, const Location& referenced_from, s
     }
     if (fs::is_directory(path, ec)) {
         errors.add(referenced_from, std::string(key), "expected a YAML file, got a directory: " + path);
+        return Node{};
+    }
+    // A device or a pipe (/dev/zero, /dev/stdin) would be read forever, or block.
+    if (!fs::is_regular_file(path, ec)) {
+        errors.add(referenced_from, std::string(key), "expected a YAML file, got a device, pipe or socket: " + path);
+        return Node{};
+    }
+    if (const auto size = fs::file_size(path, ec); !ec && size > kMaxFileBytes) {
+        errors.add(referenced_from, std::string(key),
+                   path + " has " + std::to_string(size) + " bytes: too large for an experiment or sweep file (the limit is " +
+                       std::to_string(kMaxFileBytes) + ")");
         return Node{};
     }
     std::ifstream in(path, std::ios::binary);

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <type_traits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -63,10 +65,21 @@ namespace {
 template <class T>
 T get(const ordered_json& j, const char* key, const std::string& where, const std::string& path) {
     if (!j.contains(key)) throw DataError(path, where + key + ": missing");
+    const auto& v = j.at(key);
+    if constexpr (std::is_integral_v<T>) {
+        // nlohmann would convert 1.5 or 1e300 to an integer (the latter undefined behaviour): refuse both.
+        if (!v.is_number_integer())
+            throw DataError(path, where + key + ": expected an integer, got " + std::string(v.type_name()));
+        const bool fits = v.is_number_unsigned() ? v.template get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                                                 : v.template get<int64_t>() >= int64_t(std::numeric_limits<T>::min()) &&
+                                                       v.template get<int64_t>() <= int64_t(std::numeric_limits<T>::max());
+        if (!fits) throw DataError(path, where + key + ": " + v.dump() + " is out of range");
+        return v.template get<T>();
+    }
     try {
-        return j.at(key).get<T>();
+        return v.template get<T>();
     } catch (const nlohmann::json::exception&) {
-        throw DataError(path, where + key + ": wrong type (" + std::string(j.at(key).type_name()) + ")");
+        throw DataError(path, where + key + ": wrong type (" + std::string(v.type_name()) + ")");
     }
 }
 

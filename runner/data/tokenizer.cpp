@@ -1,11 +1,14 @@
 #include "runner/data/tokenizer.h"
 
+#include <cctype>
+
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -58,6 +61,7 @@ std::string replace_all(std::string s, std::string_view from, std::string_view t
 std::string sentencepiece_message(const sentencepiece::util::Status& status) {
     std::string m = status.ToString();
     if (auto bracket = m.find("] "); bracket != std::string::npos && m.find(".cc(") < bracket) m = m.substr(bracket + 2);
+    while (!m.empty() && (std::isspace(static_cast<unsigned char>(m.back())) || m.back() == ':')) m.pop_back();
     return m;
 }
 
@@ -67,7 +71,8 @@ public:
         sha256_ = sha256_hex(bytes);
         auto status = sp_.LoadFromSerializedProto(bytes);
         if (!status.ok())
-            throw DataError(name, "not a tokenizer file (SentencePiece model): " + sentencepiece_message(status));
+            throw DataError(name, "not a tokenizer file (SentencePiece model)" +
+                                      (sentencepiece_message(status).empty() ? "" : ": " + sentencepiece_message(status)));
         const int n = sp_.GetPieceSize();
         surface_.resize(n);
         token_bytes_.assign(n, 0);
@@ -182,6 +187,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_bytes(std::string bytes, const std::st
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+        throw DataError(path, "not a regular file (a directory, device or pipe) where a tokenizer file was expected");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw DataError(path, "cannot open the tokenizer file");
     std::ostringstream bytes;

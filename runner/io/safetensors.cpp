@@ -59,6 +59,20 @@ std::string json_detail(const std::exception& e) {
     return pos == std::string::npos ? what : what.substr(pos + 2);
 }
 
+// A header value for a message: its JSON text when it is short and flat, else what it is. dump() recurses
+// once per nesting level, and a damaged or hostile header can nest a million levels deep.
+std::string brief(const json& v) {
+    auto text = [](const json& x) { return x.dump(-1, ' ', false, json::error_handler_t::replace); };
+    if (v.is_primitive()) {
+        std::string t = text(v);
+        return t.size() > 60 ? t.substr(0, 57) + "..." : t;
+    }
+    if (v.is_object()) return "an object";
+    if (!std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_primitive(); })) return "a nested list";
+    std::string t = v.size() <= 16 ? text(v) : "";
+    return !t.empty() && t.size() <= 200 ? t : "a list of " + std::to_string(v.size()) + " values";
+}
+
 std::string errno_str() { return std::generic_category().message(errno); }
 
 // Bytes a tensor of this shape occupies, or nothing when that does not fit in 64 bits.
@@ -185,9 +199,9 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
         if (dim.is_number_unsigned() && dim.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max()))
             e.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
         else if (dim.is_number_integer() && dim.get<int64_t>() < 0)
-            fail("negative dimension " + dim.dump() + " in shape " + shape->dump());
+            fail("negative dimension " + brief(dim) + " in shape " + brief(*shape));
         else
-            fail("shape " + shape->dump() + " holds " + dim.dump() + ", not a dimension");
+            fail("shape " + brief(*shape) + " holds " + brief(dim) + ", not a dimension");
     }
 
     auto offsets = value.find("data_offsets");
@@ -196,13 +210,13 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
         fail("\"data_offsets\" must be two non-negative integers [begin, end]");
     e.begin = (*offsets)[0].get<uint64_t>();
     e.end = (*offsets)[1].get<uint64_t>();
-    if (e.end < e.begin) fail("data_offsets " + offsets->dump() + " end before they begin");
+    if (e.end < e.begin) fail("data_offsets " + brief(*offsets) + " end before they begin");
 
     auto nbytes = checked_nbytes(e.dtype, e.shape);
     if (!nbytes) fail("shape " + shape_str(e.shape) + " of " + dtype_name(e.dtype) + " overflows 64-bit byte counts");
     if (*nbytes != e.end - e.begin)
         fail("shape " + shape_str(e.shape) + " of " + dtype_name(e.dtype) + " needs " + std::to_string(*nbytes) +
-             " bytes but data_offsets " + offsets->dump() + " hold " + std::to_string(e.end - e.begin));
+             " bytes but data_offsets " + brief(*offsets) + " hold " + std::to_string(e.end - e.begin));
     return e;
 }
 

@@ -30,6 +30,7 @@ inline constexpr TrainColumn kTrainColumns[] = {
     {"flops", &TrainRecord::flops},
     {"epoch", &TrainRecord::epoch},
     {"elapsed", &TrainRecord::elapsed},
+    {"skipped", &TrainRecord::skipped},
 };
 // clang-format on
 

@@ -10,6 +10,7 @@
 #include "runner/metrics/columns.h"
 #include "runner/metrics/h5view.h"
 #include "runner/metrics/sidecar.h"
+#include "runner/util/fault.h"
 
 namespace l3lab::metrics {
 
@@ -130,6 +131,7 @@ struct MetricsWriter::Impl {
         if (pending_lines.empty()) return;
         sidecar->append_durably(pending_lines);  // on failure everything stays pending, for a retry
         pending_lines.clear();
+        fault::point("metrics:after-sidecar");  // the records are durable; the view lags until the next open
         auto train = std::move(pending_train);
         auto val = std::move(pending_val);
         auto samples = std::move(pending_samples);
@@ -170,6 +172,7 @@ MetricsWriter::MetricsWriter(const fs::path& run_dir, const Attributes& attribut
                            "the run directory already holds metrics: resume it (resume_at_step) or use a new one");
     }
     write_file_atomically(impl->sidecar_path, text);
+    if (options.resume_at_step) fault::point("metrics:resume-rewrite");  // the sidecar is cut, the view is stale
     impl->sidecar = std::make_unique<SidecarAppender>(impl->sidecar_path);
     impl->view = build_view(impl->view_path, log, /*swmr=*/true);
 

@@ -38,6 +38,7 @@ struct TrainRecord {
     double flops = 0;    // training FLOPs, this step included (can pass 2^63, hence a double)
     int64_t epoch = 0;
     double elapsed = 0;  // seconds of training, this step included
+    int64_t skipped = 0;  // 1: a step with a NaN/inf loss or gradient, not applied (train.skip_nonfinite_steps)
     bool operator==(const TrainRecord&) const = default;
 };
 

@@ -1,6 +1,7 @@
 #include "runner/metrics/sidecar.h"
 
 #include "runner/util/atomic_file.h"
+#include "runner/util/fault.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -202,7 +203,13 @@ SidecarAppender::~SidecarAppender() {
 
 void SidecarAppender::append_durably(const std::string& text) {
     try {
-        write_all(path_, fd_, text);
+        if (fault::active()) {  // a test hook may kill the process between the two halves: a torn line
+            write_all(path_, fd_, text.substr(0, text.size() / 2));
+            fault::point("metrics:mid-sidecar");
+            write_all(path_, fd_, text.substr(text.size() / 2));
+        } else {
+            write_all(path_, fd_, text);
+        }
         if (::fsync(fd_) != 0) throw MetricsError(path_, "fsync failed: " + errno_str());
     } catch (...) {
         if (::ftruncate(fd_, size_) != 0) {

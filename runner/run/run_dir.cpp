@@ -1,5 +1,6 @@
 #include "runner/run/run_dir.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -98,14 +99,41 @@ void initialise_run_dir(const std::string& run_dir, const std::string& resolved_
     write_status(run_dir, {"created", 0, std::nullopt, ""});
 }
 
-void write_status(const std::string& run_dir, const Status& s) {
+static std::string status_json(const Status& s) {
     nlohmann::ordered_json j;
     j["state"] = s.state;
     j["step"] = s.step;
     j["exit_code"] = s.exit_code ? nlohmann::ordered_json(*s.exit_code) : nlohmann::ordered_json(nullptr);
     j["last_error"] = s.last_error;
     j["updated"] = timestamp_now();
-    util::write_file_atomic((fs::path(run_dir) / "STATUS").string(), j.dump(2) + "\n");
+    return j.dump(2) + "\n";
+}
+
+void write_status(const std::string& run_dir, const Status& s) {
+    util::write_file_atomic((fs::path(run_dir) / "STATUS").string(), status_json(s));
+}
+
+std::string write_status_best_effort(const std::string& run_dir, const Status& s) {
+    const std::string text = status_json(s);
+    const fs::path path = fs::path(run_dir) / "STATUS";
+    try {
+        util::write_file_atomic(path.string(), text);
+        return "";
+    } catch (const std::exception& e) {
+        // A full disk has no room for the temporary copy; truncating STATUS frees its own blocks, which
+        // the rewrite then takes again. Not atomic, but only taken when the atomic write is impossible.
+        int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+        bool ok = fd >= 0;
+        for (size_t done = 0; ok && done < text.size();) {
+            ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            ok = n > 0;
+            if (ok) done += static_cast<size_t>(n);
+        }
+        ok = ok && ::fsync(fd) == 0;
+        if (fd >= 0) ::close(fd);
+        return ok ? "" : e.what();
+    }
 }
 
 std::optional<Status> read_status(const std::string& run_dir) {

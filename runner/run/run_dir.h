@@ -31,6 +31,9 @@ void initialise_run_dir(const std::string& run_dir, const std::string& resolved_
                         const std::vector<std::string>& command_line);
 
 void write_status(const std::string& run_dir, const Status& status);
+// For failure paths: never throws. Tries write_status, then (a full disk has no room for its temporary
+// file) rewrites STATUS in place. Returns "" once STATUS holds `status`, else why it could not be written.
+std::string write_status_best_effort(const std::string& run_dir, const Status& status);
 std::optional<Status> read_status(const std::string& run_dir);
 
 // True when `dir` looks like a run directory (has config.yaml and STATUS).

@@ -82,8 +82,10 @@ extern "C" int l3lab_torch_eval(const char* request_json, void (*emit)(const cha
         }
         auto val = l3lab::data::ShardSet::open(c.data_val, options);
         const int64_t tokens = request.value("tokens", int64_t{0}) > 0 ? request["tokens"].get<int64_t>() : c.eval_tokens;
+        l3lab::train::EvalShare share;  // one process, reading the run's row groups
+        share.row_group_docs = static_cast<int>(c.data_row_group_docs);
         auto r = l3lab::train::evaluate(l.model, val, tokenizer.get(), c.batch.device_batch_size, c.model.sequence_len,
-                                        tokens, l.device);
+                                        tokens, l.device, share);
         if (request.value("json", false)) {
             json out = {{"checkpoint", request["checkpoint"]}, {"tokens", r.tokens},
                         {"bpb", std::isnan(r.bpb) ? json(nullptr) : json(r.bpb)}, {"loss", r.loss}};
