@@ -100,17 +100,19 @@ MuonAdamW::MuonAdamW(std::vector<ParamGroup> groups) : groups_(std::move(groups)
 }
 
 void MuonAdamW::step() {
+    for (size_t g = 0; g < groups_.size(); ++g) step_group(g);
+}
+
+void MuonAdamW::step_group(size_t g) {
     torch::NoGradGuard no_grad;
-    for (size_t g = 0; g < groups_.size(); ++g) {
-        if (groups_[g].params.size() != state_[g].num_params) {
-            throw std::logic_error("optimizer group '" + groups_[g].options.name +
-                                   "': its parameter list changed after the optimizer was built");
-        }
-        if (groups_[g].options.kind == Kind::AdamW) {
-            step_adamw(groups_[g], state_[g]);
-        } else {
-            for (auto& stack : state_[g].stacks) step_muon(groups_[g], stack);
-        }
+    if (groups_.at(g).params.size() != state_[g].num_params) {
+        throw std::logic_error("optimizer group '" + groups_[g].options.name +
+                               "': its parameter list changed after the optimizer was built");
+    }
+    if (groups_[g].options.kind == Kind::AdamW) {
+        step_adamw(groups_[g], state_[g]);
+    } else {
+        for (auto& stack : state_[g].stacks) step_muon(groups_[g], stack);
     }
 }
 

@@ -69,6 +69,9 @@ public:
     // One step of every group, in group order. AdamW skips parameters without a gradient (as the
     // reference); a Muon stack with some gradient missing throws std::runtime_error naming it.
     void step();
+    // The step of group `index` alone (step() is every group in order); DistMuonAdamW interleaves
+    // communication between groups.
+    void step_group(size_t index);
     // Drops every gradient (the reference's zero_grad(set_to_none=True)).
     void zero_grad();
 

@@ -6,22 +6,32 @@
 
 #include "runner/data/bpb.h"
 #include "runner/data/loader.h"
+#include "runner/util/fault.h"
 
 namespace l3lab::train {
 
 at::Tensor to_device(const std::vector<int64_t>& values, int64_t rows, int64_t cols, const at::Device& device) {
-    at::Tensor cpu = at::from_blob(const_cast<int64_t*>(values.data()), {rows, cols}, at::kLong).clone();
-    return device.is_cpu() ? cpu : cpu.pin_memory().to(device, /*non_blocking=*/true);
+    at::Tensor source = at::from_blob(const_cast<int64_t*>(values.data()), {rows, cols}, at::kLong);
+    if (device.is_cpu()) return source.clone();
+    // One copy into page-locked memory (libtorch's caching host allocator, reused once the transfer that
+    // read it has finished), then an asynchronous transfer: the host goes on without waiting for it.
+    at::Tensor pinned = at::empty({rows, cols}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+    pinned.copy_(source);
+    return pinned.to(device, /*non_blocking=*/true);
 }
 
 EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> val, const data::Tokenizer* tokenizer,
-                    int64_t batch, int64_t sequence_len, int64_t tokens, const at::Device& device) {
+                    int64_t batch, int64_t sequence_len, int64_t tokens, const at::Device& device,
+                    const EvalShare& share) {
     torch::NoGradGuard no_grad;
     data::LoaderOptions options;
     options.batch_size = static_cast<int>(batch);
     options.sequence_len = static_cast<int>(sequence_len);
+    options.rank = share.rank;
+    options.world_size = share.world_size;
+    options.row_group_docs = share.row_group_docs;
     data::BestFitLoader loader(std::move(val), options);
-    const int64_t steps = tokens / (batch * sequence_len);
+    const int64_t steps = tokens / (batch * sequence_len * share.world_size);
     data::BpbSums sums;
     double loss_sum = 0;
     int64_t counted = 0;
@@ -36,6 +46,15 @@ EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> v
             if (b.targets[k] >= 0) loss_sum += l[k], ++counted;
         if (tokenizer)
             data::accumulate_bpb({l, static_cast<size_t>(losses.numel())}, b.targets, tokenizer->token_bytes(), sums);
+        if (i == 0) fault::point("eval:mid");  // test hook (docs/reliability.md)
+    }
+    if (share.sum) {  // every rank's totals; int64 counts are exact in a double up to 2^53
+        std::vector<double> totals{loss_sum, static_cast<double>(counted), sums.nats, static_cast<double>(sums.bytes)};
+        share.sum(totals);
+        loss_sum = totals[0];
+        counted = static_cast<int64_t>(totals[1]);
+        sums.nats = totals[2];
+        sums.bytes = static_cast<int64_t>(totals[3]);
     }
     EvalResult r;
     r.tokens = counted;

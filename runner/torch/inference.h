@@ -4,8 +4,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "modules/torch/gpt.h"
 #include "runner/data/shard_set.h"
@@ -19,10 +21,21 @@ struct EvalResult {
     int64_t tokens = 0;
 };
 
-// nanochat's evaluate_bpb: tokens // (batch x sequence_len) batches of a fresh best-fit loader over the
-// validation shards.
+// Which part of the evaluation this process does. Data parallelism: rank `rank` of `world_size` reads its
+// own row groups, as the training loader does, and `sum` adds the float64 totals of every rank in place
+// (nanochat's all_reduce of total_nats and total_bytes).
+struct EvalShare {
+    int rank = 0;
+    int world_size = 1;
+    int row_group_docs = 1024;
+    std::function<void(std::vector<double>&)> sum;  // empty: one process
+};
+
+// nanochat's evaluate_bpb: tokens // (batch x sequence_len x world_size) batches per rank of a fresh
+// best-fit loader over the validation shards.
 EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> val, const data::Tokenizer* tokenizer,
-                    int64_t batch, int64_t sequence_len, int64_t tokens, const at::Device& device);
+                    int64_t batch, int64_t sequence_len, int64_t tokens, const at::Device& device,
+                    const EvalShare& share = {});
 
 struct SampleOptions {
     int64_t max_tokens = 16;

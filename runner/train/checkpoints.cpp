@@ -12,6 +12,7 @@
 
 #include "runner/data/sha256.h"
 #include "runner/util/atomic_file.h"
+#include "runner/util/fault.h"
 
 namespace fs = std::filesystem;
 
@@ -25,8 +26,31 @@ std::string checkpoint_name(long long step) {
     return buf;
 }
 
+std::string staging_checkpoint_dir(const std::string& run_dir, long long step) {
+    return (fs::path(checkpoints_root(run_dir)) / (".partial-" + checkpoint_name(step))).string();
+}
+
+std::string optimizer_file(int rank, int world_size) {
+    if (world_size <= 1) return "optimizer.safetensors";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "optimizer.rank-%05d-of-%05d.safetensors", rank, world_size);
+    return buf;
+}
+
+int checkpoint_world_size(const std::string& checkpoint_dir) {
+    const fs::path path = fs::path(checkpoint_dir) / "state.json";
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(path.string() + ": cannot read");
+    try {
+        const nlohmann::json state = nlohmann::json::parse(in);
+        return state.value("world_size", 1);
+    } catch (const std::exception& e) {
+        throw std::runtime_error(path.string() + ": " + e.what());
+    }
+}
+
 std::string begin_checkpoint(const std::string& run_dir, long long step) {
-    fs::path staging = fs::path(checkpoints_root(run_dir)) / (".partial-" + checkpoint_name(step));
+    const fs::path staging = staging_checkpoint_dir(run_dir, step);
     fs::remove_all(staging);
     fs::create_directories(staging);
     return staging.string();
@@ -44,6 +68,7 @@ static void fsync_file(const fs::path& file) {
 std::string finish_checkpoint(const std::string& run_dir, long long step, const std::string& staging_dir) {
     const fs::path root = checkpoints_root(run_dir);
     const fs::path final_dir = root / checkpoint_name(step);
+    fault::point("checkpoint:after-stage");
     nlohmann::ordered_json done;
     done["step"] = step;
     done["files"] = nlohmann::ordered_json::object();
@@ -60,7 +85,9 @@ std::string finish_checkpoint(const std::string& run_dir, long long step, const 
     if (fs::exists(final_dir)) fs::remove_all(final_dir);
     fs::rename(staging_dir, final_dir);
     util::fsync_directory(root.string());
+    fault::point("checkpoint:before-done");
     util::write_file_atomic((final_dir / "DONE").string(), done.dump(2) + "\n");
+    fault::point("checkpoint:after-done");
     return final_dir.string();
 }
 
@@ -112,6 +139,8 @@ std::vector<Checkpoint> complete_checkpoints(const std::string& run_dir, bool ve
     return out;
 }
 
+std::string checkpoint_problem(const std::string& checkpoint_dir) { return check_done(checkpoint_dir, /*verify=*/true); }
+
 std::optional<Checkpoint> newest_checkpoint(const std::string& run_dir, std::vector<std::string>* problems) {
     auto all = complete_checkpoints(run_dir, /*verify=*/true, problems);
     if (all.empty()) return std::nullopt;
@@ -121,12 +150,24 @@ std::optional<Checkpoint> newest_checkpoint(const std::string& run_dir, std::vec
 void prune_checkpoints(const std::string& run_dir, long long keep_last) {
     auto all = complete_checkpoints(run_dir, /*verify=*/false);
     const size_t keep = static_cast<size_t>(std::max<long long>(1, keep_last));
-    for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i].dir);
+    for (size_t i = 0; i + keep < all.size(); ++i) {
+        // DONE goes first, in one unlink: a crash while the rest is removed leaves an incomplete
+        // checkpoint (skipped, removed by the next prune), never a complete-looking one with files missing.
+        fs::remove(fs::path(all[i].dir) / "DONE");
+        util::fsync_directory(all[i].dir);
+        fault::point("checkpoint:mid-prune");
+        fs::remove_all(all[i].dir);
+    }
     const fs::path root = checkpoints_root(run_dir);
     std::error_code ec;
     if (!fs::is_directory(root, ec)) return;
-    for (const auto& entry : fs::directory_iterator(root))
-        if (entry.path().filename().string().rfind(".partial-", 0) == 0) fs::remove_all(entry.path(), ec);
+    // Leftovers of interrupted attempts: staging directories, and step directories without a DONE
+    // (renamed into place but never marked, or half pruned). The checkpoint just finished is complete.
+    for (const auto& entry : fs::directory_iterator(root)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(".partial-", 0) == 0 || (step_of(name) && !fs::exists(entry.path() / "DONE")))
+            fs::remove_all(entry.path(), ec);
+    }
 }
 
 }  // namespace l3lab::train

@@ -20,6 +20,8 @@ std::string checkpoint_name(long long step);  // step-00000500
 // A fresh staging directory for the checkpoint of `step` (checkpoints/.partial-step-...); any old one
 // is removed first.
 std::string begin_checkpoint(const std::string& run_dir, long long step);
+// The staging directory begin_checkpoint() makes for `step` (checkpoints/.partial-step-...).
+std::string staging_checkpoint_dir(const std::string& run_dir, long long step);
 // fsyncs the staged files, renames the directory into place, then writes DONE (with the files' sha256)
 // atomically. Returns the final directory.
 std::string finish_checkpoint(const std::string& run_dir, long long step, const std::string& staging_dir);
@@ -29,6 +31,16 @@ std::string finish_checkpoint(const std::string& run_dir, long long step, const 
 std::vector<Checkpoint> complete_checkpoints(const std::string& run_dir, bool verify,
                                              std::vector<std::string>* problems = nullptr);
 std::optional<Checkpoint> newest_checkpoint(const std::string& run_dir, std::vector<std::string>* problems = nullptr);
+// Empty when `checkpoint_dir` is complete and every file matches DONE's sha256; otherwise what is wrong,
+// naming the file ("model.safetensors does not match its checksum").
+std::string checkpoint_problem(const std::string& checkpoint_dir);
+
+// A checkpoint's optimizer state for one rank: "optimizer.safetensors" for one process, each rank's shard
+// "optimizer.rank-00001-of-00008.safetensors" in a data-parallel run (docs/distributed.md).
+std::string optimizer_file(int rank, int world_size);
+// How many processes wrote the checkpoint in `checkpoint_dir` (its state.json "world_size"; 1 when
+// absent). Throws std::runtime_error when state.json cannot be read.
+int checkpoint_world_size(const std::string& checkpoint_dir);
 
 // Keeps the newest `keep_last` complete checkpoints (never fewer than one) and removes older ones and
 // leftover staging directories.

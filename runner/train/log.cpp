@@ -30,7 +30,15 @@ void close_log() {
     logger().reset();
 }
 
+static int g_log_rank = 0;
+
+void set_log_rank(int rank) { g_log_rank = rank; }
+
 void log_line(const std::string& line) {
+    if (g_log_rank > 0) {
+        if (line.rfind("error", 0) == 0) std::cerr << "[rank " << g_log_rank << "] " << line << std::endl;
+        return;
+    }
     if (logger()) logger()->info(line);
     else std::cout << line << std::endl;
 }

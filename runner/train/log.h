@@ -12,5 +12,8 @@ void close_log();
 // One line to stdout and train.log, flushed. Before open_log() it goes to stdout only.
 void log_line(const std::string& line);
 void log_warning(const std::string& line);
+// A data-parallel run logs on rank 0 (as the reference's print0). On any other rank only lines starting
+// with "error" are printed, to stderr and prefixed "[rank R] "; the rest is dropped.
+void set_log_rank(int rank);
 
 }  // namespace l3lab::train
