@@ -4,7 +4,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cmath>
+#include <optional>
 
+#include "modules/torch/cuda.h"
 #include "modules/torch/l3_segment.h"
 #include "modules/torch/registry.h"
 
@@ -17,8 +19,10 @@ at::Tensor rms_norm(const at::Tensor& x) { return at::rms_norm(x, {x.size(-1)});
 
 static Linear linear(int64_t in, int64_t out) { return Linear(LinearOptions(in, out).bias(false)); }
 
-// Rotate channel halves: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos (x [B, T, H, D]).
+// Rotate channel halves: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos (x [B, T, H, D]). One fused kernel
+// on CUDA.
 static at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    if (x.is_cuda() && cuda_kernels_built()) return rotary_cuda(x, cos, sin);
     const int64_t d = x.size(3) / 2;
     at::Tensor x1 = x.slice(3, 0, d), x2 = x.slice(3, d);
     at::Tensor y1 = x1 * cos + x2 * sin;
@@ -36,6 +40,21 @@ at::Tensor windowed_causal_attention(const at::Tensor& q, const at::Tensor& k, c
     at::Tensor j = at::arange(T, q.options().dtype(at::kLong)).unsqueeze(0);
     at::Tensor visible = (j <= i).logical_and_(i - j <= window);
     return at::scaled_dot_product_attention(q, k, v, visible, 0.0, /*is_causal=*/false);
+}
+
+at::Tensor flash_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window) {
+    const int64_t T = q.size(1);
+    auto bf16 = [](const at::Tensor& t) { return t.to(at::kBFloat16).contiguous(); };
+    // The reference's window_size = (left, 0); a window covering the sequence is plain causal attention.
+    std::optional<int64_t> left, right;
+    if (window >= 0 && window < T - 1) {
+        left = window;
+        right = 0;
+    }
+    auto result = at::_flash_attention_forward(bf16(q), bf16(k), bf16(v), std::nullopt, std::nullopt, T, T,
+                                               /*dropout_p=*/0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
+                                               /*scale=*/std::nullopt, left, right);
+    return std::get<0>(result);
 }
 
 AttentionImpl::AttentionImpl(const GPTOptions& o, int64_t layer)
@@ -61,6 +80,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& ve, con
     }
     q = rms_norm(apply_rotary(q, cos, sin));
     k = rms_norm(apply_rotary(k, cos, sin));
+    if (x.is_cuda()) return c_proj(flash_causal_attention(q, k, v, window).view({B, T, -1}));
     q = q.transpose(1, 2);
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);
@@ -106,7 +126,10 @@ MLPImpl::MLPImpl(int64_t n_embd) {
     c_proj = register_module("c_proj", linear(4 * n_embd, n_embd));
 }
 
-at::Tensor MLPImpl::forward(const at::Tensor& x) { return c_proj(at::relu(c_fc(x)).square()); }
+at::Tensor MLPImpl::forward(const at::Tensor& x) {
+    at::Tensor h = c_fc(x);
+    return c_proj(h.is_cuda() && cuda_kernels_built() ? relu_square_cuda(h) : at::relu(h).square());
+}
 
 at::Tensor BlockImpl::forward_cached(const at::Tensor& x_in, const at::Tensor& ve, const at::Tensor& cos,
                                      const at::Tensor& sin, int64_t window, KVCache& cache, int64_t layer) {
@@ -147,6 +170,10 @@ void L3LayerImpl::set_bounds(const at::Tensor& b) {
     TORCH_CHECK(b.dim() == 1 && b.scalar_type() == at::kLong, "L3 bounds must be a 1-D int64 tensor");
     TORCH_CHECK(b[-1].item<int64_t>() <= options.n_emb, "L3 bounds reach row ", b[-1].item<int64_t>(),
                 " but the table has ", options.n_emb, " rows");
+    const at::Tensor host = b.to(at::kCPU);
+    const at::Tensor rows = host.slice(0, 1) - host.slice(0, 0, -1);
+    TORCH_CHECK(rows.numel() == 0 || rows.min().item<int64_t>() >= 0, "L3 bounds must be non-decreasing");
+    max_rows = rows.numel() ? rows.max().item<int64_t>() : 0;
     // Keep the registered buffer object (state_dict holds it) and swap its contents.
     bounds.set_data(b.to(keys().device()));
 }
@@ -155,7 +182,7 @@ at::Tensor L3LayerImpl::forward(const at::Tensor& x, const at::Tensor& token_ids
     TORCH_CHECK(bounds.numel() >= 2, "L3 layer used before its bounds were set (set_bounds or load weights)");
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     at::Tensor q = rms_norm(x).reshape({B * T, C});
-    at::Tensor a = l3_segment_attention(q, keys(), values(), token_ids.reshape({B * T}), bounds);
+    at::Tensor a = l3_segment_attention(q, keys(), values(), token_ids.reshape({B * T}), bounds, max_rows);
     at::Tensor up = rms_norm(w_up(a.view({B, T, -1})));
     return w_mix(at::cat({up, x}, -1));
 }
@@ -272,9 +299,13 @@ at::Tensor GPTImpl::logits_from(const at::Tensor& h) {
     return options.softcap * at::tanh(logits / options.softcap);
 }
 
-at::Tensor GPTImpl::forward(const at::Tensor& idx) { return logits_from(hidden(idx)); }
+at::Tensor GPTImpl::forward(const at::Tensor& idx) {
+    const CudaAutocast autocast(idx.is_cuda());
+    return logits_from(hidden(idx));
+}
 
 at::Tensor GPTImpl::forward_cached(const at::Tensor& idx, KVCache& cache) {
+    const CudaAutocast autocast(idx.is_cuda());
     at::Tensor logits = logits_from(hidden(idx, &cache));
     cache.pos += idx.size(1);
     return logits;
@@ -292,6 +323,17 @@ KVCache GPTImpl::new_cache(int64_t batch, int64_t capacity) const {
 }
 
 at::Tensor GPTImpl::loss(const at::Tensor& idx, const at::Tensor& targets, LossReduction reduction) {
+    if (idx.is_cuda() && cuda_kernels_built() && options.softcap > 0) {
+        // bfloat16 lm_head output straight into the fused soft-cap + cross-entropy kernel: the same float32
+        // arithmetic as logits_from() + cross_entropy, without the [B*T, V] float32 tensors.
+        const CudaAutocast autocast(true);
+        at::Tensor logits = lm_head(hidden(idx));
+        at::Tensor flat_targets = targets.reshape({-1});
+        at::Tensor losses = softcap_cross_entropy_cuda(logits.view({-1, logits.size(-1)}), flat_targets,
+                                                       options.vocab_size, options.softcap);
+        if (reduction == LossReduction::None) return losses;
+        return losses.sum() / flat_targets.ne(-1).sum();  // mean over counted targets, as ignore_index=-1
+    }
     at::Tensor logits = forward(idx);
     return at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), {},
                                   reduction == LossReduction::Mean ? at::Reduction::Mean : at::Reduction::None,

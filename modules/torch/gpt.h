@@ -47,6 +47,11 @@ TORCH_MODULE(Attention);
 // windows at least as long as the sequence use the causal kernel, others one [T, T] mask for this call.
 at::Tensor windowed_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window);
 
+// The same on CUDA through libtorch's flash-attention kernel with a left window (no mask tensor), in
+// the flash layout: q [B, T, H, D], k and v [B, T, H_kv, D] (H a multiple of H_kv: GQA without copies).
+// Inputs are cast to bfloat16; returns [B, T, H, D] bfloat16.
+at::Tensor flash_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window);
+
 // --- MLP and block ------------------------------------------------------------------------------
 struct MLPImpl : torch::nn::Module {
     explicit MLPImpl(int64_t n_embd);
@@ -71,13 +76,14 @@ struct L3LayerImpl : torch::nn::Module {
     L3LayerImpl(const L3LayerOptions& options, int64_t n_embd);
     // x [B, T, C], token_ids [B, T] -> delta [B, T, C], added to the residual by the caller.
     at::Tensor forward(const at::Tensor& x, const at::Tensor& token_ids);
-    void set_bounds(const at::Tensor& bounds);  // [V+1] int64, cumulative rows per token
+    void set_bounds(const at::Tensor& bounds);  // [V+1] int64, cumulative rows per token; sets max_rows
     at::Tensor keys() const { return options.tie_kv ? kv_weight : k_weight; }
     at::Tensor values() const { return options.tie_kv ? kv_weight : v_weight; }
 
     L3LayerOptions options;
     int64_t n_embd;
     at::Tensor kv_weight, k_weight, v_weight, bounds;
+    int64_t max_rows = 0;  // the most rows any token has (bounds is on the device; this stays on the host)
     torch::nn::Linear w_up{nullptr}, w_mix{nullptr};
 };
 TORCH_MODULE(L3Layer);
@@ -96,6 +102,7 @@ struct GPTImpl : torch::nn::Module {
     explicit GPTImpl(const GPTOptions& options);
 
     // idx [B, T] int64 -> logits [B, T, V] float32 (cropped to the real vocabulary, soft-capped).
+    // On CUDA every forward runs under bfloat16 autocast, as the reference's base_train (docs/cuda.md).
     at::Tensor forward(const at::Tensor& idx);
     // Incremental decoding: logits [B, t, V] for `idx` [B, t] continuing the tokens already in `cache`
     // (same result as forward() over the whole sequence). new_cache() sizes a cache for `capacity` tokens.

@@ -10,6 +10,8 @@
 #include <numeric>
 #include <vector>
 
+#include "modules/torch/cuda.h"
+
 namespace l3lab::modules {
 
 namespace {
@@ -276,7 +278,8 @@ public:
 }  // namespace
 
 at::Tensor l3_segment_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                                const at::Tensor& ids, const at::Tensor& bounds) {
+                                const at::Tensor& ids, const at::Tensor& bounds, int64_t max_rows) {
+    if (q.is_cuda()) return l3_segment_attention_cuda(q, keys, values, ids, bounds, max_rows);
     return SegmentAttention::apply(q, keys, values, ids, bounds);
 }
 
