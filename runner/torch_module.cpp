@@ -34,7 +34,9 @@ const TorchModule* torch_module(std::string* error) {
         using Command = int (*)(const char*, void (*)(const char*, void*), void*);
         module.eval_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_eval"));
         module.sample_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_sample"));
-        if (!module.runtime_info_fn || !module.train_fn || !module.eval_fn || !module.sample_fn)
+        module.cuda_devices_fn = reinterpret_cast<int (*)()>(dlsym(handle, "l3lab_torch_cuda_devices"));
+        module.distributed_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_distributed"));
+        if (!module.runtime_info_fn || !module.train_fn || !module.eval_fn || !module.sample_fn || !module.distributed_fn)
             load_error = path + " lacks the l3lab_torch_* entry points";
     });
     if (!load_error.empty() || !module.runtime_info_fn) {

@@ -14,8 +14,14 @@ struct TorchModule {
     // Output goes through emit(text, context); errors to stderr. Both return the exit code.
     int (*eval_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
     int (*sample_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
+    // The rendezvous of a data-parallel launch (runner/dist/launch.h); emits one JSON reply.
+    int (*distributed_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
+
+    // CUDA devices the module can train on: -1 when it was built without its CUDA kernels (docs/cuda.md).
+    int (*cuda_devices_fn)();
 
     std::string runtime_info() const { return runtime_info_fn(); }
+    int cuda_devices() const { return cuda_devices_fn ? cuda_devices_fn() : -1; }
     // {"run_dir": ..., "resume": bool, "init_from": ...}
     int train(const std::string& request_json) const { return train_fn(request_json.c_str()); }
 };

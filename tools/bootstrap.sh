@@ -20,6 +20,8 @@ DEBIAN_PACKAGES=(
   libssl-dev
   libsentencepiece-dev
   libgtest-dev libgmock-dev
+  # headers only, for declaring libtorch's built-in Gloo backend (docs/distributed.md); libgloo is not linked
+  libgloo-dev
   python3-h5py python3-matplotlib python3-pandas
   # single-node SLURM for the `sweep slurm` test (tools/slurm/local_cluster.sh; docs/slurm.md)
   slurmctld slurmd slurm-client munge

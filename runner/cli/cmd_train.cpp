@@ -17,6 +17,7 @@
 #include "runner/data/errors.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
+#include "runner/dist/launch.h"
 #include "runner/io/safetensors.h"
 #include "runner/metrics/metrics.h"
 #include "runner/plan/plan.h"
@@ -41,13 +42,35 @@ std::string read_text(const fs::path& path) {
 // Opening the data checks every shard and the tokenizer/shard pairing: problems exit 2 here, before a
 // run directory is made, with the file (and offset) named.
 void check_data(const config::Experiment& e) {
-    if (e.device == "cuda")
-        throw config::ConfigException({{e.where("device"), "device",
-                                        "training on CUDA is not implemented yet (it needs bf16 autocast, flash "
-                                        "attention with windows and a CUDA L3 kernel); use device: cpu"}});
+    // device: cuda needs the torch module's CUDA kernels and a visible device (docs/cuda.md). Asking the
+    // module loads libtorch now rather than after the run directory exists; training loads it anyway.
+    if (e.device == "cuda") {
+        std::string error;
+        if (const TorchModule* module = torch_module(&error)) {
+            const int devices = module->cuda_devices();
+            if (devices < 0)
+                throw config::ConfigException(
+                    {{e.where("device"), "device",
+                      "cuda but this l3lab was built without its CUDA kernels (CMake found no CUDA libtorch or no "
+                      "nvcc, or L3LAB_CUDA=OFF; docs/cuda.md); use device: cpu"}});
+            if (devices == 0)
+                throw config::ConfigException(
+                    {{e.where("device"), "device",
+                      "cuda but no CUDA device is visible (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides them); "
+                      "use device: cpu, or auto to take a GPU when there is one"}});
+        }
+    }
     data::ShardSetOptions options;
     if (fs::exists(e.data_tokenizer)) {
-        auto tokenizer = data::load_tokenizer(e.data_tokenizer);
+        std::unique_ptr<data::Tokenizer> tokenizer;
+        try {
+            tokenizer = data::load_tokenizer(e.data_tokenizer);
+        } catch (const data::DataError& err) {  // located at the key that names the file, as for shards
+            std::vector<config::ConfigError> errors = err.errors();
+            errors.insert(errors.begin(), {e.where("data.tokenizer"), "data.tokenizer",
+                                           "cannot use this tokenizer (" + e.data_tokenizer + "):"});
+            throw config::ConfigException(errors);
+        }
         options.vocab_size = tokenizer->vocab_size();
         options.bos_id = tokenizer->bos_id();
         options.tokenizer_sha256 = tokenizer->sha256();
@@ -109,7 +132,8 @@ int start_training(const std::string& run_dir, bool resume, const std::string& i
 bool resumable_change(const std::string& key) {
     static const char* allowed[] = {"eval.every",      "eval.tokens",           "sample.every",
                                     "sample.prompts",  "sample.max_tokens",     "checkpoint.every",
-                                    "checkpoint.keep_last", "batch.device_batch_size", "device_peak_flops"};
+                                    "checkpoint.keep_last", "batch.device_batch_size", "device_peak_flops",
+                                    "distributed.timeout_s", "train.skip_nonfinite_steps"};
     for (const char* a : allowed)
         if (key == a) return true;
     return false;
@@ -132,6 +156,20 @@ std::optional<std::string> unfinished_run(const config::Experiment& e, const std
     if (candidates.empty()) return std::nullopt;
     std::sort(candidates.begin(), candidates.end());
     return candidates.back();
+}
+
+// A run's optimizer state is sharded per rank: its newest checkpoint resumes only with as many processes
+// as wrote it.
+void check_world_size(const std::string& run_dir, int world_size) {
+    auto newest = train::newest_checkpoint(run_dir);
+    if (!newest) return;
+    const int written_by = train::checkpoint_world_size(newest->dir);
+    if (written_by == world_size) return;
+    throw config::ConfigException(
+        {{{(fs::path(newest->dir) / "state.json").string(), 0, 0}, "world_size",
+          "this checkpoint was written by " + std::to_string(written_by) + (written_by == 1 ? " process" : " processes") +
+              " and this launch has " + std::to_string(world_size) +
+              "; resume with the same number (its optimizer state is sharded per rank; docs/distributed.md)"}});
 }
 
 // Refuses a resume whose config differs from the frozen one, except on the allow-list; accepted changes
@@ -186,30 +224,40 @@ int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostr
         if (o.find('=') == std::string::npos) throw UsageError("'" + o + "' is not an override: expected dotted.key=value");
 
     config::Experiment e = config::load_experiment(positionals.front(), overrides);
-    plan::Plan p = plan::make_plan(e);
     const std::string resolved = config::to_yaml(e);
     const std::string init_from = vm.count("init-from") ? vm["init-from"].as<std::string>() : "";
-    if (!init_from.empty()) check_init_from(e, p, init_from);
-    check_data(e);
+    // Data parallelism (docs/distributed.md): every rank checks the same things; rank 0 alone makes or
+    // picks the run directory, and the others follow its decision. One process: the plain sequence.
+    const dist::Launch launch = dist::Launch::join(resolved, e.distributed_timeout_s);
+    launch.agree([&] {
+        const plan::Plan p = plan::make_plan(e, launch.world_size());
+        if (!init_from.empty()) check_init_from(e, p, init_from);
+        check_data(e);
+    });
 
     std::optional<std::string> explicit_dir;
     if (vm.count("run-dir")) explicit_dir = vm["run-dir"].as<std::string>();
-    if (resume == "auto") {
-        std::optional<std::string> existing;
-        if (explicit_dir && run::is_run_dir(*explicit_dir)) existing = explicit_dir;
-        else if (!explicit_dir) existing = unfinished_run(e, resolved);
-        if (existing) {
-            reconcile_config(*existing, e);
-            out << "resuming " << *existing << "\n";
-            return start_training(*existing, /*resume=*/true, "");
+    const nlohmann::json decision = nlohmann::json::parse(launch.from_root([&] {
+        if (resume == "auto") {
+            std::optional<std::string> existing;
+            if (explicit_dir && run::is_run_dir(*explicit_dir)) existing = explicit_dir;
+            else if (!explicit_dir) existing = unfinished_run(e, resolved);
+            if (existing) {
+                check_world_size(*existing, launch.world_size());
+                reconcile_config(*existing, e);
+                out << "resuming " << *existing << "\n";
+                return nlohmann::json{{"run_dir", *existing}, {"resume", true}}.dump();
+            }
         }
-    }
-    std::vector<std::string> command_line{"l3lab", "train"};
-    command_line.insert(command_line.end(), args.begin(), args.end());
-    const std::string dir = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
-    run::initialise_run_dir(dir, resolved, overrides, positionals.front(), command_line);
-    out << "run directory: " << dir << std::endl;
-    return start_training(dir, /*resume=*/false, init_from);
+        std::vector<std::string> command_line{"l3lab", "train"};
+        command_line.insert(command_line.end(), args.begin(), args.end());
+        const std::string dir = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
+        run::initialise_run_dir(dir, resolved, overrides, positionals.front(), command_line);
+        out << "run directory: " << dir << std::endl;
+        return nlohmann::json{{"run_dir", dir}, {"resume", false}}.dump();
+    }));
+    const bool resuming = decision.at("resume").get<bool>();
+    return start_training(decision.at("run_dir").get<std::string>(), resuming, resuming ? "" : init_from);
 }
 
 int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -225,13 +273,21 @@ int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ost
         throw config::ConfigException({{{dir, 0, 0}, "", "not a run directory (no config.yaml and STATUS)"}});
     auto status = run::read_status(dir);
     if (status && status->state == "completed") {
-        out << dir << " has completed (step " << status->step << "); nothing to resume\n";
+        if (dist::read_launch_env().rank == 0)
+            out << dir << " has completed (step " << status->step << "); nothing to resume\n";
         return 0;
     }
     config::Experiment e = config::load_experiment((fs::path(dir) / "config.yaml").string(), {});
-    plan::make_plan(e);
-    check_data(e);
-    out << "resuming " << dir << std::endl;
+    const dist::Launch launch = dist::Launch::join(config::to_yaml(e), e.distributed_timeout_s);
+    launch.agree([&] {
+        plan::make_plan(e, launch.world_size());
+        check_data(e);
+    });
+    launch.from_root([&] {
+        check_world_size(dir, launch.world_size());
+        out << "resuming " << dir << std::endl;
+        return std::string();
+    });
     return start_training(dir, /*resume=*/true, "");
 }
 
@@ -303,18 +359,24 @@ int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::
         throw config::ConfigException({{{original, 0, 0}, "", "not a run directory (no config.yaml and STATUS)"}});
     const std::string frozen = (fs::path(original) / "config.yaml").string();
     config::Experiment e = config::load_experiment(frozen, {});
-    plan::make_plan(e);
-    check_data(e);
     const std::string resolved = read_text(frozen);
+    const dist::Launch launch = dist::Launch::join(resolved, e.distributed_timeout_s);
+    launch.agree([&] {
+        plan::make_plan(e, launch.world_size());
+        check_data(e);
+    });
     std::optional<std::string> explicit_dir;
     if (vm.count("run-dir")) explicit_dir = vm["run-dir"].as<std::string>();
-    const std::string dir = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
-    std::vector<std::string> command_line{"l3lab", "reproduce"};
-    command_line.insert(command_line.end(), args.begin(), args.end());
-    run::initialise_run_dir(dir, resolved, {}, frozen, command_line);
-    out << "reproducing " << original << " in " << dir << std::endl;
+    const std::string dir = launch.from_root([&] {
+        const std::string made = run::create_run_dir(e.output_dir, e.name, resolved, explicit_dir);
+        std::vector<std::string> command_line{"l3lab", "reproduce"};
+        command_line.insert(command_line.end(), args.begin(), args.end());
+        run::initialise_run_dir(made, resolved, {}, frozen, command_line);
+        out << "reproducing " << original << " in " << made << std::endl;
+        return made;
+    });
     const int code = start_training(dir, /*resume=*/false, "");
-    if (code != 0 || !vm.count("check")) return code;
+    if (code != 0 || !vm.count("check") || !launch.is_root()) return code;
 
     const MetricsComparison c = compare_metrics(original, dir);
     const double tolerance = vm["tolerance"].as<double>();
@@ -349,6 +411,8 @@ std::string resolve_checkpoint(const std::string& path) {
             {{{path, 0, 0}, "", "not a complete checkpoint (no DONE marker or model.safetensors) nor a run directory"}});
     if (!fs::exists(fs::path(path).parent_path().parent_path() / "config.yaml"))
         throw config::ConfigException({{{path, 0, 0}, "", "its run directory's config.yaml is missing"}});
+    if (const std::string problem = train::checkpoint_problem(path); !problem.empty())
+        throw config::ConfigException({{{path, 0, 0}, "", "damaged checkpoint: " + problem}});
     return path;
 }
 

@@ -207,10 +207,13 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.sample_max_tokens = get_int(tree, "sample.max_tokens");
     e.checkpoint_every = get_int(tree, "checkpoint.every");
     e.checkpoint_keep_last = get_int(tree, "checkpoint.keep_last");
+    e.train_skip_nonfinite_steps = get_int(tree, "train.skip_nonfinite_steps");
     e.data_tokenizer = get_string(tree, "data.tokenizer");
     e.data_train = get_string(tree, "data.train");
     e.data_val = get_string(tree, "data.val");
+    e.data_row_group_docs = get_int(tree, "data.row_group_docs");
     e.output_dir = get_string(tree, "output.dir");
+    e.distributed_timeout_s = get_float(tree, "distributed.timeout_s");
     e.tree = std::move(tree);
 
     check_cross_fields(e, errors);

@@ -101,7 +101,10 @@ struct Experiment {
     long long sample_every = 2000, sample_max_tokens = 16;
     std::vector<std::string> sample_prompts;
     long long checkpoint_every = -1, checkpoint_keep_last = 2;
+    long long train_skip_nonfinite_steps = 0;  // steps with a NaN/inf loss or gradient skipped before stopping
     std::string data_tokenizer, data_train, data_val, output_dir;
+    long long data_row_group_docs = 1024;  // documents per row group (the reference's parquet row groups)
+    double distributed_timeout_s = 600;    // how long a collective waits for a dead or hung rank
 
     // Where a key's value came from, for errors found after loading (plan, model options).
     Location where(const std::string& key) const;

@@ -144,10 +144,20 @@ const Schema& experiment_schema() {
         add({"checkpoint.every", T::Int, "-1", "checkpoint every N steps (-1 = only at the end)", {}, {}, 1, 1e15,
              disabled});
         add({"checkpoint.keep_last", T::Int, "2", "complete checkpoints kept", {}, {}, 1, 1e6});
+        add({"train.skip_nonfinite_steps", T::Int, "0",
+             "steps whose loss or gradients hold a NaN or inf that are skipped (not applied, counted in "
+             "summary.json) before the run stops at the next one with a checkpoint of the state before it",
+             {}, {}, 0, 1e15});
         add({"data.tokenizer", T::String, "data/tokenizer.model", "tokenizer file (relative to the working directory)"});
         add({"data.train", T::String, "data/shards/train_*.bin", "training shards: a file, a glob or a directory"});
         add({"data.val", T::String, "data/shards/val_*.bin", "validation shards: a file, a glob or a directory"});
+        add({"data.row_group_docs", T::Int, "1024",
+             "documents per row group; rank r of W reads row groups r, r+W, ... (the reference's parquet row groups)",
+             {}, {}, 1, 1e9});
         add({"output.dir", T::String, "runs", "runs go to <dir>/<name>/<timestamp>-<hash>/"});
+        add({"distributed.timeout_s", T::Float, "600",
+             "data-parallel runs: seconds a collective may wait before a dead or hung rank ends the run "
+             "(docs/distributed.md)", {}, {}, 0.1, 1e7});
         return s;
     }();
     return schema;

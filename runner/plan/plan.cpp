@@ -1,7 +1,9 @@
 #include "runner/plan/plan.h"
 
 #include <cmath>
+#include <cstdio>
 
+#include "modules/shapes/size_check.h"
 #include "runner/config/model_options.h"
 #include "runner/config/schema.h"
 #include "runner/util/format.h"
@@ -9,6 +11,8 @@
 namespace l3lab::plan {
 
 int64_t python_round(double x) {
+    // Outside int64 (or NaN) the conversion would be undefined; saturate instead. Callers check ranges.
+    if (!(std::fabs(x) < 9.2e18)) return x > 0 ? INT64_MAX : INT64_MIN;
     // The default floating-point environment rounds to nearest, ties to even, like Python's round().
     return static_cast<int64_t>(std::nearbyint(x));
 }
@@ -37,8 +41,25 @@ Plan make_plan(const config::Experiment& e, int world_size) {
     // 1) Token horizon of the ratio rule, and the reference-depth horizon D_ref.
     const double ratio = e.horizon.target_param_data_ratio;
     p.scaling_params = counts.transformer_matrices + counts.lm_head;
+    // Counts past 2^62 would overflow the int64 arithmetic below; no run comes near them.
+    auto too_many = [&](double value, const std::vector<std::string>& keys, const std::string& key,
+                        const std::string& what) {
+        if (std::fabs(value) < modules::kMaxCount) return;
+        char text[64];
+        std::snprintf(text, sizeof text, "%.3g", value);
+        errors.add(e.where_any(keys), key, what + " would be " + text + ", more than l3lab can count (2^62)");
+        errors.throw_if_any();
+    };
+    too_many(ratio * static_cast<double>(p.scaling_params), {"horizon.target_param_data_ratio"},
+             "horizon.target_param_data_ratio", "ratio x scaling params (the ratio rule's tokens)");
     p.target_tokens = static_cast<int64_t>(ratio * static_cast<double>(p.scaling_params));
-    const auto reference = modules::describe(config::reference_model_options(e, e.batch.reference_depth)).counts;
+    const auto reference_options = config::reference_model_options(e, e.batch.reference_depth);
+    if (std::string problem = modules::size_problem(reference_options); !problem.empty()) {
+        errors.add(e.where_any({"batch.reference_depth", "model.aspect_ratio"}), "batch.reference_depth",
+                   "the reference-depth model: " + problem);
+        errors.throw_if_any();
+    }
+    const auto reference = modules::describe(reference_options).counts;
     p.reference_scaling_params = reference.transformer_matrices + reference.lm_head;
     p.reference_tokens = ratio * static_cast<double>(p.reference_scaling_params);
     if (p.target_tokens == 0) {
@@ -77,8 +98,10 @@ Plan make_plan(const config::Experiment& e, int world_size) {
         p.horizon_rule = "num_iterations";
         p.horizon_detail = "given";
     } else if (e.horizon.target_flops > 0) {
-        p.num_iterations = python_round(e.horizon.target_flops /
-                                        static_cast<double>(flops_per_token * p.total_batch_size));
+        const double iterations =
+            e.horizon.target_flops / (static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size));
+        too_many(iterations, {"horizon.target_flops"}, "horizon.target_flops", "the number of iterations");
+        p.num_iterations = python_round(iterations);
         p.horizon_rule = "target_flops";
         p.horizon_detail = "from target_flops " + config::format_float(e.horizon.target_flops);
     } else {
@@ -89,11 +112,18 @@ Plan make_plan(const config::Experiment& e, int world_size) {
     if (p.num_iterations == 0)
         p.warnings.push_back("the horizon rounds to 0 optimizer steps: nothing would be trained");
 
+    too_many(static_cast<double>(p.total_batch_size) * static_cast<double>(p.num_iterations),
+             {"horizon.num_iterations", "horizon.target_flops", "horizon.target_param_data_ratio",
+              "batch.total_batch_size"},
+             "horizon", "the run's tokens (total_batch_size x iterations)");
     p.total_tokens = p.total_batch_size * p.num_iterations;
     p.tokens_per_scaling_param = static_cast<double>(p.total_tokens) / static_cast<double>(p.scaling_params);
     p.total_flops = static_cast<double>(flops_per_token) * static_cast<double>(p.total_tokens);
 
     // Gradient accumulation: the total batch must be a whole number of micro-batches on all ranks.
+    too_many(static_cast<double>(e.batch.device_batch_size) * static_cast<double>(e.model.sequence_len) * world_size,
+             {"batch.device_batch_size", "model.sequence_len"}, "batch.device_batch_size",
+             "device_batch_size x sequence_len x world_size");
     p.tokens_per_micro_batch = e.batch.device_batch_size * e.model.sequence_len * world_size;
     if (p.total_batch_size % p.tokens_per_micro_batch != 0) {
         errors.add(e.where("batch.total_batch_size"), "batch.total_batch_size",

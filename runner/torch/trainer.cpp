@@ -3,6 +3,8 @@
 // checkpoint, step, log) -> summary. Each phase is one function below run_training().
 #include "runner/torch/trainer.h"
 
+#include "runner/torch/distributed.h"
+#include "runner/torch/guard.h"
 #include "runner/torch/inference.h"
 
 #include <ATen/ATen.h>
@@ -15,12 +17,15 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "modules/l3/allocation.h"
+#include "modules/optim/dist_muon_adamw.h"
 #include "modules/optim/muon_adamw.h"
 #include "modules/optim/schedule.h"
+#include "modules/torch/cuda.h"
 #include "modules/torch/gpt.h"
 #include "modules/torch/weights.h"
 #include "runner/config/errors.h"
@@ -39,6 +44,7 @@
 #include "runner/train/log.h"
 #include "runner/train/peak_flops.h"
 #include "runner/util/atomic_file.h"
+#include "runner/util/fault.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -55,7 +61,7 @@ volatile std::sig_atomic_t g_stop_signal = 0;
 void on_stop_signal(int signal) { g_stop_signal = signal; }
 
 struct SignalGuard {
-    struct sigaction old_term {}, old_usr1 {};
+    struct sigaction old_term {}, old_usr1 {}, old_xfsz {};
     SignalGuard() {
         g_stop_signal = 0;
         struct sigaction action {};
@@ -63,10 +69,16 @@ struct SignalGuard {
         sigemptyset(&action.sa_mask);
         sigaction(SIGTERM, &action, &old_term);
         sigaction(SIGUSR1, &action, &old_usr1);
+        // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, reported like a full disk,
+        // instead of killing the process.
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        sigaction(SIGXFSZ, &ignore, &old_xfsz);
     }
     ~SignalGuard() {
         sigaction(SIGTERM, &old_term, nullptr);
         sigaction(SIGUSR1, &old_usr1, nullptr);
+        sigaction(SIGXFSZ, &old_xfsz, nullptr);
     }
 };
 
@@ -108,6 +120,7 @@ struct LoopState {
     double total_training_time = 0;  // seconds, excluding the first 10 steps (as the reference)
     std::optional<double> val_bpb;
     double min_val_bpb = INFINITY;
+    long long skipped_steps = 0;  // non-finite steps skipped (train.skip_nonfinite_steps)
 };
 
 json loop_state_json(const LoopState& s) {
@@ -115,7 +128,8 @@ json loop_state_json(const LoopState& s) {
             {"smooth_train_loss", s.smooth_train_loss},
             {"total_training_time", s.total_training_time},
             {"val_bpb", s.val_bpb ? json(*s.val_bpb) : json(nullptr)},
-            {"min_val_bpb", std::isfinite(s.min_val_bpb) ? json(s.min_val_bpb) : json(nullptr)}};
+            {"min_val_bpb", std::isfinite(s.min_val_bpb) ? json(s.min_val_bpb) : json(nullptr)},
+            {"skipped_steps", s.skipped_steps}};
 }
 
 LoopState loop_state_from(const json& j) {
@@ -125,6 +139,7 @@ LoopState loop_state_from(const json& j) {
     s.total_training_time = j.at("total_training_time").get<double>();
     if (!j.at("val_bpb").is_null()) s.val_bpb = j.at("val_bpb").get<double>();
     s.min_val_bpb = j.at("min_val_bpb").is_null() ? INFINITY : j.at("min_val_bpb").get<double>();
+    s.skipped_steps = j.value("skipped_steps", 0LL);
     return s;
 }
 
@@ -144,9 +159,11 @@ struct Run {
     std::unique_ptr<data::PrefetchingLoader> loader;
 
     modules::GPT model{nullptr};
-    std::unique_ptr<optim::MuonAdamW> optimizer;
+    dist::Group group;  // data parallelism (docs/distributed.md); one process: collectives are no-ops
+    std::unique_ptr<optim::DistMuonAdamW> optimizer;
     std::unique_ptr<metrics::MetricsWriter> metrics;
     std::string allocation_sha256;
+    std::optional<long long> saved_step;  // the step of the checkpoint last saved or loaded
 };
 
 // --- phase 1: config and device ---------------------------------------------------------------
@@ -154,18 +171,23 @@ struct Run {
 void resolve_config(Run& run) {
     const fs::path dir(run.request.run_dir);
     run.config = config::load_experiment((dir / "config.yaml").string(), {});
-    run.plan = plan::make_plan(run.config, /*world_size=*/1);
+    run.plan = plan::make_plan(run.config, dist::world_size());  // gradient accumulation over all ranks
     // Every derived number once, with the rule that produced it (the same table as `l3lab plan`).
     std::istringstream table(plan::plan_table(run.config, run.plan));
     for (std::string line; std::getline(table, line);) log_line(line);
-    // The CUDA training path (bf16 autocast, windowed flash attention, the CUDA L3 kernel) is not built
-    // yet: `cuda` is refused rather than run half-way, and `auto` trains on the CPU.
-    const bool cuda = at::hasCUDA() && at::getNumGPUs() > 0;
-    if (run.config.device == "cuda")
+    // CUDA (docs/cuda.md) when asked for, or for `auto` when this build has the CUDA kernels and a device
+    // is visible; `l3lab train` has already refused `cuda` without them (exit 2), this is the backstop.
+    const bool cuda = modules::cuda_usable();
+    if (run.config.device == "cuda" && !cuda)
         throw config::ConfigException({{run.config.where("device"), "device",
-                                        "training on CUDA is not implemented yet (it needs bf16 autocast, flash "
-                                        "attention with windows and a CUDA L3 kernel); use device: cpu"}});
-    if (run.config.device == "auto" && cuda) log_line("device auto: training on the CPU (the CUDA path is not built yet)");
+                                        modules::cuda_kernels_built()
+                                            ? "cuda but no CUDA device is visible; use device: cpu or auto"
+                                            : "cuda but this l3lab was built without its CUDA kernels; use device: cpu"}});
+    if (run.config.device == "cuda" || (run.config.device == "auto" && cuda)) {
+        modules::configure_cuda_training();  // TF32 and the allocator, before the first CUDA allocation
+        run.device = at::Device(at::kCUDA, 0);
+        run.device_name = modules::cuda_device_name(0);
+    }
     run.peak_flops = run.config.device_peak_flops.value_or(peak_flops_for(run.device_name));
 }
 
@@ -205,6 +227,7 @@ data::LoaderOptions loader_options(const Run& run, int batch_size) {
     o.batch_size = batch_size;
     o.sequence_len = static_cast<int>(run.config.model.sequence_len);
     o.seed = static_cast<uint64_t>(run.config.seed);
+    o.row_group_docs = static_cast<int>(run.config.data_row_group_docs);
     return o;
 }
 
@@ -244,8 +267,10 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
                                : l3::frequency_allocation(rows, c.model.vocab_size, l3.n_emb, l3.k_max);
         for (const auto& w : a.warnings) log_warning("L3 allocation: " + w);
         counts = a.rows;
-        fs::create_directories(cache.parent_path());
-        util::write_file_atomic(cache.string(), json{{"sha256", sha}, {"rows", counts}}.dump() + "\n");
+        if (run.group.is_root()) {  // every rank computes the same allocation from the same sample
+            fs::create_directories(cache.parent_path());
+            util::write_file_atomic(cache.string(), json{{"sha256", sha}, {"rows", counts}}.dump() + "\n");
+        }
     }
     run.allocation_sha256 = sha;
     const double weighted = l3::rows_per_occurrence(counts, rows);
@@ -270,6 +295,7 @@ void build_model(Run& run) {
         }
     }
     run.model->to(run.device);
+    if (run.device.is_cuda()) run.model->cast_embeddings_to_bf16();  // the reference's init_weights on CUDA
 }
 
 // --- phase 4: optimizer -------------------------------------------------------------------------
@@ -292,44 +318,107 @@ void build_optimizer(Run& run) {
         for (const auto& name : g.params) group.params.emplace_back(name, params.at(name));
         groups.push_back(std::move(group));
     }
-    run.optimizer = std::make_unique<optim::MuonAdamW>(std::move(groups));
+    run.optimizer = std::make_unique<optim::DistMuonAdamW>(std::move(groups), run.group.backend());
+    if (run.group.world_size() > 1)
+        for (const auto& line : run.optimizer->layout()) log_line("optimizer " + line);
+}
+
+// --- phase 1b: the data-parallel group ----------------------------------------------------------
+
+// One process: nothing. Several: a CUDA rank trains on cuda:LOCAL_RANK (the reference's device), and the
+// group is Gloo on the CPU, NCCL on CUDA (runner/torch/distributed.h).
+void join_group(Run& run) {
+    if (!dist::active()) return;
+    if (run.device.is_cuda()) run.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist::local_rank()));
+    run.group = dist::Group::create(run.device);
+    log_line("data parallel: " + std::to_string(run.group.world_size()) + " processes, " + run.group.backend_name() +
+             " backend, distributed.timeout_s " + fixed(dist::timeout_seconds(), 1));
 }
 
 // --- checkpoints --------------------------------------------------------------------------------
 
 at::Tensor rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
 
-void save_checkpoint(Run& run, const LoopState& state, const data::LoaderState& loader_state) {
+// Data parallelism: rank 0 stages the directory and writes the model and state.json (with every rank's
+// loader state); each rank writes its own optimizer shard; DONE comes after a barrier that every rank
+// reaches only once its shard is written.
+void write_checkpoint(Run& run, const LoopState& state, const data::LoaderState& loader_state) {
+    const dist::Group& group = run.group;
     if (run.metrics) run.metrics->flush();  // no step below the checkpoint may be missing after a crash
-    const std::string staging = begin_checkpoint(run.request.run_dir, state.step);
+    const std::vector<std::string> loaders = group.gather(loader_state.to_json(), "gathering the loader states");
+    if (group.is_root()) begin_checkpoint(run.request.run_dir, state.step);
+    group.barrier("checkpoint " + std::to_string(state.step) + ": staging");
+    const std::string staging = staging_checkpoint_dir(run.request.run_dir, state.step);
     const fs::path dir(staging);
-    modules::save_weights(run.model, (dir / "model.safetensors").string());
+    fault::point("checkpoint:begin");
     std::vector<io::TensorRecord> records;
     for (const auto& [name, tensor] : run.optimizer->state()) records.push_back(modules::to_record(name, tensor));
     records.push_back(modules::to_record("__rng_cpu__", rng_state()));
-    io::write_safetensors((dir / "optimizer.safetensors").string(), records);
-    json s = {{"step", state.step},
-              {"loop", loop_state_json(state)},
-              {"loader", json::parse(loader_state.to_json())},
-              {"config_sha256", run::sha256_hex(read_text(fs::path(run.request.run_dir) / "config.yaml"))},
-              {"l3_allocation_sha256", run.allocation_sha256}};
-    util::write_file_atomic((dir / "state.json").string(), s.dump(2) + "\n");
+    io::write_safetensors((dir / optimizer_file(group.rank(), group.world_size())).string(), records);
+    fault::point("checkpoint:mid-write");
+    if (group.is_root()) {
+        modules::save_weights(run.model, (dir / "model.safetensors").string());
+        json s = {{"step", state.step},
+                  {"loop", loop_state_json(state)},
+                  {"loader", json::parse(loader_state.to_json())},
+                  {"config_sha256", run::sha256_hex(read_text(fs::path(run.request.run_dir) / "config.yaml"))},
+                  {"l3_allocation_sha256", run.allocation_sha256}};
+        if (group.world_size() > 1) {
+            s["world_size"] = group.world_size();
+            s["loaders"] = json::array();  // rank r's loader state; "loader" is rank 0's
+            for (const auto& l : loaders) s["loaders"].push_back(json::parse(l));
+        }
+        util::write_file_atomic((dir / "state.json").string(), s.dump(2) + "\n");
+    }
+    group.barrier("checkpoint " + std::to_string(state.step) + ": every shard written");
+    if (!group.is_root()) return;
     const std::string final_dir = finish_checkpoint(run.request.run_dir, state.step, staging);
     prune_checkpoints(run.request.run_dir, run.config.checkpoint_keep_last);
     log_line("checkpoint " + final_dir);
 }
 
+// A checkpoint that cannot be written (disk full, file-size limit, read-only directory) fails the run with
+// the file and the reason; its staging directory is removed, which also gives back the space it took,
+// and the previous complete checkpoint stays as it was.
+void save_checkpoint(Run& run, const LoopState& state, const data::LoaderState& loader_state) {
+    if (run.saved_step == state.step) return;  // already complete on disk (the step a resume started at)
+    try {
+        write_checkpoint(run, state, loader_state);
+    } catch (const std::exception& e) {
+        std::error_code ec;
+        if (run.group.is_root()) fs::remove_all(staging_checkpoint_dir(run.request.run_dir, state.step), ec);
+        const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+        throw std::runtime_error("the checkpoint of step " + std::to_string(state.step) + " was not saved: " +
+                                 (torch_error ? torch_error->what_without_backtrace() : e.what()));
+    }
+    run.saved_step = state.step;
+}
+
 // Loads the newest complete checkpoint; returns its loop state and loader state.
+// Data parallelism: rank 0 picks the checkpoint (verifying its checksums) for every rank, which must be
+// as many as wrote it; each rank loads its own optimizer shard and loader state.
 std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run) {
-    std::vector<std::string> problems;
-    auto newest = newest_checkpoint(run.request.run_dir, &problems);
-    for (const auto& p : problems) log_warning("skipping checkpoint " + p);
-    if (!newest) return std::nullopt;
-    const fs::path dir(newest->dir);
+    const dist::Group& group = run.group;
+    std::string chosen;
+    if (group.is_root()) {
+        std::vector<std::string> problems;
+        auto newest = newest_checkpoint(run.request.run_dir, &problems);
+        for (const auto& p : problems) log_warning("skipping checkpoint " + p);
+        if (newest) chosen = newest->dir;
+    }
+    chosen = group.gather(chosen, "choosing the checkpoint to resume from").front();
+    if (chosen.empty()) return std::nullopt;
+    const fs::path dir(chosen);
+    const int written_by = checkpoint_world_size(chosen);
+    if (written_by != group.world_size())
+        throw config::ConfigException({{{(dir / "state.json").string(), 0, 0}, "world_size",
+                                        "this checkpoint was written by " + std::to_string(written_by) +
+                                            " processes and this run has " + std::to_string(group.world_size()) +
+                                            "; resume with the same number (the optimizer state is sharded per rank)"}});
     modules::load_weights(run.model, (dir / "model.safetensors").string());
     std::vector<std::pair<std::string, at::Tensor>> opt_state;
     at::Tensor rng;
-    for (const auto& r : io::read_safetensors((dir / "optimizer.safetensors").string()).tensors) {
+    for (const auto& r : io::read_safetensors((dir / optimizer_file(group.rank(), group.world_size())).string()).tensors) {
         if (r.name == "__rng_cpu__") rng = modules::to_tensor(r);
         else opt_state.emplace_back(r.name, modules::to_tensor(r));
     }
@@ -340,9 +429,11 @@ std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run)
     }
     json s = json::parse(read_text(dir / "state.json"));
     LoopState loop = loop_state_from(s.at("loop"));
-    data::LoaderState loader = data::LoaderState::from_json(s.at("loader").dump(), (dir / "state.json").string());
+    const json& loader_json = group.world_size() > 1 ? s.at("loaders").at(static_cast<size_t>(group.rank())) : s.at("loader");
+    data::LoaderState loader = data::LoaderState::from_json(loader_json.dump(), (dir / "state.json").string());
     run.allocation_sha256 = s.value("l3_allocation_sha256", "");
-    log_line("resumed from " + newest->dir + " (step " + std::to_string(loop.step) + ")");
+    log_line("resumed from " + chosen + " (step " + std::to_string(loop.step) + ")");
+    run.saved_step = loop.step;
     return std::make_pair(loop, loader);
 }
 
@@ -350,12 +441,18 @@ std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run)
 
 EvalResult evaluate(Run& run) {
     const auto& c = run.config;
+    EvalShare share;  // every rank evaluates its share; the totals are summed across ranks
+    share.rank = run.group.rank();
+    share.world_size = run.group.world_size();
+    share.row_group_docs = static_cast<int>(c.data_row_group_docs);
+    if (run.group.world_size() > 1)
+        share.sum = [&run](std::vector<double>& totals) { run.group.sum(totals, "summing the validation totals"); };
     return train::evaluate(run.model, run.val_shards, run.tokenizer.get(), c.batch.device_batch_size,
-                           c.model.sequence_len, c.eval_tokens, run.device);
+                           c.model.sequence_len, c.eval_tokens, run.device, share);
 }
 
 void write_samples(Run& run, long long step) {
-    if (!run.tokenizer) return;
+    if (!run.tokenizer || !run.group.is_root()) return;  // rank 0 alone samples, as the reference
     for (const auto& prompt : run.config.sample_prompts) {
         SampleOptions options;
         options.max_tokens = run.config.sample_max_tokens;  // greedy, as the reference's samples
@@ -376,12 +473,16 @@ int train_loop(Run& run) {
 
     LoopState state;
     std::optional<long long> resume_step;
-    data::BestFitLoader base_loader(run.train_shards, loader_options(run, static_cast<int>(B)));
+    data::LoaderOptions train_options = loader_options(run, static_cast<int>(B));
+    train_options.rank = run.group.rank();  // disjoint row groups per rank, as the reference
+    train_options.world_size = run.group.world_size();
+    data::BestFitLoader base_loader(run.train_shards, train_options);
     if (run.request.resume) {
         if (auto loaded = load_checkpoint(run)) {
             state = loaded->first;
             base_loader.restore(loaded->second);
             resume_step = state.step;
+            fault::point("resume:after-load");
         } else {
             log_line("no complete checkpoint: starting from step 0");
         }
@@ -393,7 +494,7 @@ int train_loop(Run& run) {
                               read_text(fs::path(run.request.run_dir) / "provenance.json")};
     metrics::WriterOptions wo;
     if (run.request.resume) wo.resume_at_step = state.step;
-    run.metrics = std::make_unique<metrics::MetricsWriter>(run.request.run_dir, attrs, wo);
+    if (run.group.is_root()) run.metrics = std::make_unique<metrics::MetricsWriter>(run.request.run_dir, attrs, wo);
 
     log_line("training " + std::to_string(num_iterations) + " steps of " + grouped(p.total_batch_size) + " tokens (" +
              std::to_string(p.grad_accum_steps) + " x " + std::to_string(B) + " x " + std::to_string(T) + ") on " +
@@ -403,7 +504,7 @@ int train_loop(Run& run) {
     data::LoaderState pending_state = run.loader->state();
     data::Batch batch;
     run.loader->next(batch);
-    run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
+    if (run.group.is_root()) run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
     auto last_status = std::chrono::steady_clock::now();
 
     while (true) {
@@ -425,7 +526,7 @@ int train_loop(Run& run) {
                 log_line("Step " + pad5(state.step) + " | Validation loss: " + fixed(r.loss, 6));
             }
             metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
-            run.metrics->val(v);
+            if (run.metrics) run.metrics->val(v);
         }
 
         // once in a while: greedy samples (every sample.every, at the end)
@@ -441,14 +542,38 @@ int train_loop(Run& run) {
 
         // one training step: gradient accumulation over micro-batches, then the optimizer
         const auto t0 = std::chrono::steady_clock::now();
+        const data::LoaderState step_start_state = pending_state;  // for a checkpoint of the state before this step
         at::Tensor train_loss;
         for (int64_t micro = 0; micro < p.grad_accum_steps; ++micro) {
             at::Tensor x = to_device(batch.inputs, B, T, run.device), y = to_device(batch.targets, B, T, run.device);
-            at::Tensor loss = run.model->loss(x, y);
+            at::Tensor loss = inject_loss_fault(run.model->loss(x, y), state.step);
             train_loss = loss.detach();
             (loss / static_cast<double>(p.grad_accum_steps)).backward();
+            fault::point("step:after-backward");
             pending_state = run.loader->state();
             run.loader->next(batch);
+        }
+        // The numerical guard (docs/reliability.md): a step with a NaN or inf in its loss or gradients is
+        // never applied. It is skipped while train.skip_nonfinite_steps allows; otherwise the run saves the
+        // state before the step and stops (exit 1). The probe is the step's one host sync.
+        inject_grad_fault(run.optimizer->groups(), state.step);
+        const StepProbe probe = probe_step(train_loss, run.optimizer->groups());
+        const bool skip = run.group.any(!probe.finite, "sharing the non-finite check");
+        if (skip) {
+            const std::string what = "non-finite values at step " + std::to_string(state.step) + ": " +
+                                     describe_nonfinite(probe.loss, run.optimizer->groups());
+            if (state.skipped_steps >= c.train_skip_nonfinite_steps) {
+                log_warning(what + ": saving the state before this step");
+                save_checkpoint(run, state, step_start_state);
+                throw std::runtime_error(what + ". The step was not applied; " +
+                                         (fs::path(checkpoints_root(run.request.run_dir)) / checkpoint_name(state.step)).string() +
+                                         " holds the state before it (train.skip_nonfinite_steps: " +
+                                         std::to_string(c.train_skip_nonfinite_steps) + ")");
+            }
+            ++state.skipped_steps;
+            log_warning(what + ": step skipped (" + std::to_string(state.skipped_steps) + " of train.skip_nonfinite_steps " +
+                        std::to_string(c.train_skip_nonfinite_steps) + ")");
+            run.optimizer->zero_grad();
         }
         const double lrm = optim::lr_multiplier(state.step, num_iterations, c.schedule.warmup_ratio,
                                                 c.schedule.warmdown_ratio, c.schedule.final_lr_frac);
@@ -462,22 +587,23 @@ int train_loop(Run& run) {
                     g.options.weight_decay = optim::weight_decay_at(state.step, num_iterations, p.weight_decay_scaled);
             }
         }
-        run.optimizer->step();
-        run.optimizer->zero_grad();
-        const double train_loss_f = train_loss.item<double>();  // the one host sync of a step
+        if (!skip) {
+            run.optimizer->step();
+            fault::point("step:after-optimizer");
+            run.optimizer->zero_grad();
+        }
+        const double train_loss_f = probe.loss;
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (!std::isfinite(train_loss_f))
-            throw std::runtime_error("the training loss is " + std::to_string(train_loss_f) + " at step " +
-                                     std::to_string(state.step));
 
         // logging, as the reference: debiased EMA of the loss, throughput, MFU, ETA after 10 steps
         const double ema_beta = 0.9;
-        state.smooth_train_loss = ema_beta * state.smooth_train_loss + (1 - ema_beta) * train_loss_f;
+        if (!skip) state.smooth_train_loss = ema_beta * state.smooth_train_loss + (1 - ema_beta) * train_loss_f;
         const double debiased = state.smooth_train_loss / (1 - std::pow(ema_beta, static_cast<double>(state.step + 1)));
         const double pct_done = 100.0 * static_cast<double>(state.step) / static_cast<double>(num_iterations);
         const double tok_per_sec = static_cast<double>(p.total_batch_size) / dt;
         const double flops_per_sec = static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size) / dt;
-        const double mfu = run.peak_flops > 0 ? 100.0 * flops_per_sec / run.peak_flops : 0.0;
+        const double peak = run.peak_flops * run.group.world_size();  // the reference: peak x world size
+        const double mfu = peak > 0 ? 100.0 * flops_per_sec / peak : 0.0;
         if (state.step > 10) state.total_training_time += dt;
         std::string eta;
         if (state.step > 10) {
@@ -500,26 +626,31 @@ int train_loop(Run& run) {
         rec.flops = flops_so_far + static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size);
         rec.epoch = batch.epoch;
         rec.elapsed = state.total_training_time;
-        run.metrics->train(rec);
+        rec.skipped = skip ? 1 : 0;
+        if (run.metrics) run.metrics->train(rec);
 
         state.step += 1;
         // STATUS is fsynced: refresh it every few seconds, not every step (a cost on tiny steps).
-        if (std::chrono::steady_clock::now() - last_status > std::chrono::seconds(5)) {
+        if (run.group.is_root() && std::chrono::steady_clock::now() - last_status > std::chrono::seconds(5)) {
             run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
             last_status = std::chrono::steady_clock::now();
         }
 
-        // A stop signal: checkpoint at this step boundary and exit 3 (safe to resume).
-        if (g_stop_signal && state.step < num_iterations) {
-            log_line("signal " + std::to_string(g_stop_signal) + ": checkpointing at step " + std::to_string(state.step));
+        // A stop signal: checkpoint at this step boundary and exit 3 (safe to resume). Every rank stops at
+        // the same step: one that got the signal tells the others.
+        if (state.step < num_iterations && run.group.any(g_stop_signal != 0, "sharing the stop signal")) {
+            log_line((g_stop_signal ? "signal " + std::to_string(g_stop_signal) : std::string("a stop signal on another rank")) +
+                     ": checkpointing at step " + std::to_string(state.step));
             save_checkpoint(run, state, pending_state);
+            if (!run.group.is_root()) return 3;
             run.metrics->close();
             run::write_status(run.request.run_dir, {"interrupted", state.step, 3, ""});
             return 3;
         }
     }
 
-    // summary: a missing final metric marks the run failed, never zero
+    // summary: a missing final metric marks the run failed, never zero (rank 0 writes it)
+    if (!run.group.is_root()) return state.val_bpb && std::isfinite(*state.val_bpb) ? 0 : 1;
     run.metrics->close();
     json summary;
     summary["name"] = c.name;
@@ -535,6 +666,12 @@ int train_loop(Run& run) {
     summary["final_val"] = state.val_bpb ? json(*state.val_bpb) : json(nullptr);
     summary["min_val_bpb"] = std::isfinite(state.min_val_bpb) ? json(state.min_val_bpb) : json(nullptr);
     summary["l3_allocation_sha256"] = run.allocation_sha256;
+    summary["skipped_steps"] = state.skipped_steps;  // non-finite steps not applied (train.skip_nonfinite_steps)
+    if (run.device.is_cuda()) {  // as base_train's "Peak memory usage" (torch.cuda.max_memory_allocated)
+        const double peak_mib = static_cast<double>(modules::cuda_peak_memory_bytes()) / (1024.0 * 1024.0);
+        summary["peak_memory_mib"] = peak_mib;
+        log_line("Peak memory usage: " + fixed(peak_mib, 2) + "MiB");
+    }
     util::write_file_atomic((fs::path(run.request.run_dir) / "summary.json").string(), summary.dump(2) + "\n");
     if (!state.val_bpb || !std::isfinite(*state.val_bpb)) {
         run::write_status(run.request.run_dir, {"failed", state.step, 1, "no final validation metric"});
@@ -547,6 +684,7 @@ int train_loop(Run& run) {
 }
 
 void record_device_in_provenance(const Run& run) {
+    if (!run.group.is_root()) return;
     const fs::path path = fs::path(run.request.run_dir) / "provenance.json";
     json p = json::parse(read_text(path));
     p["device"] = run.device_name;
@@ -554,20 +692,44 @@ void record_device_in_provenance(const Run& run) {
     p["data_manifest"] = run.train_shards->manifest_path();
     p["data_fingerprint"] = run.train_shards->fingerprint();
     p["l3_allocation_sha256"] = run.allocation_sha256;
-    p["world_size"] = 1;
+    p["world_size"] = run.group.world_size();
+    p["rank"] = run.group.rank();  // the rank that wrote this file
+    if (dist::active()) {
+        p["distributed"] = dist::describe();
+        p["distributed"]["backend"] = run.group.backend_name();
+    }
     util::write_file_atomic(path.string(), p.dump(2) + "\n");
 }
 
 }  // namespace
 
+// STATUS after a failure, which may be the disk itself: never throws (a throw from a catch block would end
+// the process with a crash instead of exit 1); a STATUS that cannot be written is reported in the log.
+static void record_failure(const std::string& run_dir, const run::Status& status) {
+    const std::string problem = run::write_status_best_effort(run_dir, status);
+    if (!problem.empty()) log_line("error: STATUS not updated: " + problem);
+}
+
 int run_training(const TrainRequest& request) {
     SignalGuard signals;
-    open_log(request.run_dir);
+    const bool root = dist::rank() == 0;  // rank 0 alone writes train.log and STATUS
+    if (root) {
+        try {
+            open_log(request.run_dir);
+        } catch (const std::exception& e) {  // an unwritable run directory: say so, plainly, and stop
+            std::cerr << "l3lab: error: " << e.what() << std::endl;
+            record_failure(request.run_dir, {"failed", 0, 1, e.what()});
+            return 1;
+        }
+    } else {
+        set_log_rank(dist::rank());
+    }
     Run run;
     run.request = request;
     int code = 1;
     try {
         resolve_config(run);   // phase 1
+        join_group(run);       // phase 1b
         open_data(run);        // phase 2
         build_model(run);      // phase 3
         build_optimizer(run);  // phase 4
@@ -577,16 +739,16 @@ int run_training(const TrainRequest& request) {
         // libtorch's own errors carry a C++ backtrace in what(); the message alone is what users need.
         log_line(std::string("error: ") + e.what_without_backtrace());
         auto status = run::read_status(request.run_dir);
-        run::write_status(request.run_dir, {"failed", status ? status->step : 0, 1, e.what_without_backtrace()});
+        if (root) record_failure(request.run_dir, {"failed", status ? status->step : 0, 1, e.what_without_backtrace()});
         code = 1;
     } catch (const config::ConfigException& e) {
         for (const auto& err : e.errors()) log_line(err.str());
-        run::write_status(request.run_dir, {"failed", 0, 2, e.what()});
+        if (root) record_failure(request.run_dir, {"failed", 0, 2, e.what()});
         code = 2;
     } catch (const std::exception& e) {
         log_line(std::string("error: ") + e.what());
         auto status = run::read_status(request.run_dir);
-        run::write_status(request.run_dir, {"failed", status ? status->step : 0, 1, e.what()});
+        if (root) record_failure(request.run_dir, {"failed", status ? status->step : 0, 1, e.what()});
         code = 1;
     }
     close_log();
