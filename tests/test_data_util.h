@@ -7,7 +7,10 @@
 #include <sstream>
 #include <memory>
 #include <string>
+#include <stdexcept>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "runner/data/shard.h"
 #include "runner/data/tokenizer.h"
@@ -99,6 +102,45 @@ inline void write_raw_shard(const std::string& path, int32_t magic, int32_t vers
     std::ofstream o(path, std::ios::binary);
     o.write(reinterpret_cast<const char*>(header.data()), 1024);
     o.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 2));
+}
+
+// The data of the process-level suites, made the way a user makes it (the data commands, in-process):
+// `documents` generated texts from `first_seed` in dir/corpus.jsonl, a 512-token tokenizer trained on
+// them (dir/tok.model) and their shards (dir/shards). Throws with the command's stderr if one fails.
+struct TinyData {
+    std::string tokenizer, shards;
+};
+inline TinyData make_tiny_data(const std::filesystem::path& dir, uint64_t first_seed, int documents, size_t bytes) {
+    const std::string corpus = (dir / "corpus.jsonl").string();
+    {
+        std::ofstream out(corpus);
+        for (int d = 0; d < documents; ++d)
+            out << nlohmann::json{{"text", sample_text(first_seed + static_cast<uint64_t>(d), bytes)}}.dump() << "\n";
+    }
+    TinyData data{(dir / "tok.model").string(), (dir / "shards").string()};
+    for (const auto& args : {std::vector<std::string>{"data", "train-tokenizer", "--input", corpus, "--vocab-size", "512",
+                                                      "--output", data.tokenizer},
+                             std::vector<std::string>{"data", "tokenize", "--tokenizer", data.tokenizer, "--input", corpus,
+                                                      "--output", data.shards}}) {
+        const CliResult r = run_cli(args);
+        if (r.code != 0) throw std::runtime_error("l3lab " + args[1] + " failed: " + r.err);
+    }
+    return data;
+}
+
+// The tiny training experiment of those suites (depth 2, sequence 64, one L3 layer, CPU) on `data`,
+// with runs under `runs`; `batch_and_eval` holds its `batch:` and `eval:` lines.
+inline std::string tiny_experiment_yaml(const TinyData& data, const std::string& runs, const std::string& batch_and_eval) {
+    return "extends: [" + base_yaml() + "]\n"
+           "name: tiny\ndevice: cpu\n"
+           "model: {vocab_size: 512, sequence_len: 64, depth: 2, aspect_ratio: 64, head_dim: 64, window_pattern: SL,\n"
+           "        l3: {after_layers: [0], k_max: 8}}\n"
+           "horizon: {num_iterations: 16}\n" +
+           batch_and_eval +
+           "sample: {every: -1, max_tokens: 3, prompts: [\"The kernel\"]}\n"
+           "checkpoint: {every: 4, keep_last: 2}\n"
+           "data: {tokenizer: " + data.tokenizer + ", train: " + data.shards + ", val: " + data.shards + "}\n"
+           "output: {dir: " + runs + "}\n";
 }
 
 }  // namespace l3lab::test

@@ -506,7 +506,7 @@ TEST_F(Distributed, SrunStartsTheRanksFromSlurmsVariables) {
         ~Stop() { wait_exit(spawn("/bin/bash", {script, "stop", state}, {}, log)); }
     } stop{script, state.string(), log_path("slurm-stop")};
 
-    // --overcommit: the cluster has as many CPUs as `nproc` says, which is OMP_NUM_THREADS (1) under CTest.
+    // --overcommit: two ranks even where the cluster has a single CPU (the cluster has as many as the machine).
     const fs::path run = run_dir("srun");
     const pid_t srun = spawn("/usr/bin/srun",
                              {"--ntasks=2", "--overcommit", "--partition=local", "--immediate=30", "--kill-on-bad-exit=1", L3LAB_BINARY, "train", experiment,

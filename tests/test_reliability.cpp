@@ -298,26 +298,10 @@ protected:
         unsetenv("L3LAB_FAULT");
         rng.seed(static_cast<uint64_t>(env_long("L3LAB_RELIABILITY_SEED", 20240520)));
         dir = new test::TempDir();
-        std::ofstream corpus(dir->path() / "corpus.jsonl");
-        for (int d = 0; d < 300; ++d) corpus << json{{"text", test::sample_text(5000 + d, 500)}}.dump() << "\n";
-        corpus.close();
-        const std::string c = (dir->path() / "corpus.jsonl").string(), tok = (dir->path() / "tok.model").string();
-        ASSERT_EQ(test::run_cli({"data", "train-tokenizer", "--input", c, "--vocab-size", "512", "--output", tok}).code, 0);
-        auto r = test::run_cli({"data", "tokenize", "--tokenizer", tok, "--input", c, "--output", (dir->path() / "shards").string()});
-        ASSERT_EQ(r.code, 0) << r.err;
-        experiment = dir->write("tiny.yaml",
-            "extends: [" + test::base_yaml() + "]\n"
-            "name: tiny\ndevice: cpu\n"
-            "model: {vocab_size: 512, sequence_len: 64, depth: 2, aspect_ratio: 64, head_dim: 64, window_pattern: SL,\n"
-            "        l3: {after_layers: [0], k_max: 8}}\n"
-            "horizon: {num_iterations: 16}\n"
-            "batch: {device_batch_size: 2, total_batch_size: 256}\n"  // 2 micro-batches per step
-            "eval: {every: 3, tokens: 256}\n"
-            "sample: {every: -1, max_tokens: 3, prompts: [\"The kernel\"]}\n"
-            "checkpoint: {every: 4, keep_last: 2}\n"
-            "data: {tokenizer: " + tok + ", train: " + (dir->path() / "shards").string() +
-            ", val: " + (dir->path() / "shards").string() + "}\n"
-            "output: {dir: " + (dir->path() / "runs").string() + "}\n");
+        const test::TinyData data = test::make_tiny_data(dir->path(), 5000, 300, 500);
+        experiment = dir->write("tiny.yaml", test::tiny_experiment_yaml(data, (dir->path() / "runs").string(),
+                                                                        "batch: {device_batch_size: 2, total_batch_size: 256}\n"  // 2 micro-batches per step
+                                                                        "eval: {every: 3, tokens: 256}\n"));
         fs::create_directories(dir->path() / "runs");
     }
     static void TearDownTestSuite() {

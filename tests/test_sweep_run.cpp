@@ -75,15 +75,9 @@ protected:
         // `sweep run` started in-process (run_cli) would otherwise start this test binary as the trainer.
         setenv("L3LAB_SWEEP_EXECUTABLE", L3LAB_BINARY, 1);
         dir = new test::TempDir();
-        std::ofstream corpus(dir->path() / "corpus.jsonl");
-        for (int d = 0; d < 300; ++d) corpus << json{{"text", test::sample_text(7000 + d, 600)}}.dump() << "\n";
-        corpus.close();
-        const std::string c = (dir->path() / "corpus.jsonl").string();
-        tok = (dir->path() / "tok.model").string();
-        shards = (dir->path() / "shards").string();
-        ASSERT_EQ(test::run_cli({"data", "train-tokenizer", "--input", c, "--vocab-size", "512", "--output", tok}).code, 0);
-        auto r = test::run_cli({"data", "tokenize", "--tokenizer", tok, "--input", c, "--output", shards});
-        ASSERT_EQ(r.code, 0) << r.err;
+        const test::TinyData data = test::make_tiny_data(dir->path(), 7000, 300, 600);
+        tok = data.tokenizer;
+        shards = data.shards;
     }
     static void TearDownTestSuite() { delete dir; }
 

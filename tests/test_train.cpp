@@ -63,26 +63,10 @@ protected:
         // against itself (results do not depend on it: every run of the comparisons uses the same count).
         setenv("OMP_NUM_THREADS", "1", 1);
         dir = new test::TempDir();
-        std::ofstream corpus(dir->path() / "corpus.jsonl");
-        for (int d = 0; d < 400; ++d) corpus << json{{"text", test::sample_text(1000 + d, 600)}}.dump() << "\n";
-        corpus.close();
-        const std::string c = (dir->path() / "corpus.jsonl").string(), tok = (dir->path() / "tok.model").string();
-        ASSERT_EQ(test::run_cli({"data", "train-tokenizer", "--input", c, "--vocab-size", "512", "--output", tok}).code, 0);
-        auto r = test::run_cli({"data", "tokenize", "--tokenizer", tok, "--input", c, "--output", (dir->path() / "shards").string()});
-        ASSERT_EQ(r.code, 0) << r.err;
-        experiment = dir->write("tiny.yaml",
-            "extends: [" + test::base_yaml() + "]\n"
-            "name: tiny\ndevice: cpu\n"
-            "model: {vocab_size: 512, sequence_len: 64, depth: 2, aspect_ratio: 64, head_dim: 64, window_pattern: SL,\n"
-            "        l3: {after_layers: [0], k_max: 8}}\n"
-            "horizon: {num_iterations: 16}\n"
-            "batch: {device_batch_size: 4, total_batch_size: 512}\n"
-            "eval: {every: 4, tokens: 512}\n"
-            "sample: {every: -1, max_tokens: 3, prompts: [\"The kernel\"]}\n"
-            "checkpoint: {every: 4, keep_last: 2}\n"
-            "data: {tokenizer: " + tok + ", train: " + (dir->path() / "shards").string() +
-            ", val: " + (dir->path() / "shards").string() + "}\n"
-            "output: {dir: " + (dir->path() / "runs").string() + "}\n");
+        const test::TinyData data = test::make_tiny_data(dir->path(), 1000, 400, 600);
+        experiment = dir->write("tiny.yaml", test::tiny_experiment_yaml(data, (dir->path() / "runs").string(),
+                                                                        "batch: {device_batch_size: 4, total_batch_size: 512}\n"
+                                                                        "eval: {every: 4, tokens: 512}\n"));
     }
     static void TearDownTestSuite() { delete dir; }
 

@@ -15,6 +15,10 @@ namespace l3lab::modules {
 at::Tensor l3_segment_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                 const at::Tensor& ids, const at::Tensor& bounds, int64_t max_rows = -1);
 
+// The shape and dtype checks both kernels (CPU and CUDA) make of their inputs; throws c10::Error.
+void check_segment_shapes(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                          const at::Tensor& ids, const at::Tensor& bounds);
+
 // Reference semantics computed the reference's way (gather + pad to k_max + masked softmax). For tests
 // and for the benchmark's "padded gather" column; memory grows as N·k_max·C.
 at::Tensor l3_padded_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,

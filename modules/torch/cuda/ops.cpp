@@ -16,6 +16,7 @@
 
 #include "modules/torch/cuda.h"
 #include "modules/torch/cuda/kernels.h"
+#include "modules/torch/l3_segment.h"
 
 namespace l3lab::modules {
 
@@ -101,12 +102,7 @@ struct L3Inputs {
 
 void check_l3_inputs(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& ids,
                      const at::Tensor& bounds) {
-    TORCH_CHECK(q.dim() == 2 && keys.dim() == 2 && values.dim() == 2, "L3: q, keys and values must be 2-D");
-    TORCH_CHECK(keys.size(1) == q.size(1), "L3: keys have width ", keys.size(1), " but queries ", q.size(1));
-    TORCH_CHECK(keys.size(0) == values.size(0), "L3: keys and values have different row counts");
-    TORCH_CHECK(ids.dim() == 1 && ids.size(0) == q.size(0), "L3: need one token id per query");
-    TORCH_CHECK(ids.scalar_type() == at::kLong && bounds.scalar_type() == at::kLong, "L3: ids and bounds must be int64");
-    TORCH_CHECK(bounds.dim() == 1 && bounds.numel() >= 2, "L3: bounds must be [V+1]");
+    check_segment_shapes(q, keys, values, ids, bounds);
     for (const at::Tensor* t : {&keys, &values, &ids, &bounds})
         TORCH_CHECK(t->device() == q.device(), "L3: every input must be on ", q.device(), ", one is on ", t->device());
     TORCH_CHECK(keys.scalar_type() == values.scalar_type(), "L3: keys and values must have the same dtype");
