@@ -11,6 +11,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "modules/torch/cuda.h"
+
 namespace l3lab::optim {
 
 const char* kind_name(Kind kind) { return kind == Kind::AdamW ? "adamw" : "muon"; }
@@ -129,6 +131,19 @@ void MuonAdamW::zero_grad() {
 // every time. Swapping the operands of a commutative `+` or `*` is exact. The parity tests check the
 // results bit for bit against the reference's eager step.
 
+namespace {
+// On CUDA the AdamW step is one fused kernel (modules/torch/cuda.h), as the reference's torch.compile
+// makes it; elsewhere (and for mixed dtypes or strided tensors) the ATen ops below, bit for bit the
+// reference's eager step.
+bool fused_on_cuda(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq) {
+    if (!p.is_cuda() || !modules::cuda_kernels_built()) return false;
+    if (p.scalar_type() != at::kFloat && p.scalar_type() != at::kBFloat16) return false;
+    for (const at::Tensor* t : {&p, &grad, &exp_avg, &exp_avg_sq})
+        if (t->scalar_type() != p.scalar_type() || !t->is_contiguous()) return false;
+    return true;
+}
+}  // namespace
+
 // The reference's _step_adamw + adamw_step_fused, per parameter.
 void MuonAdamW::step_adamw(const ParamGroup& group, GroupState& state) {
     const GroupOptions& o = group.options;
@@ -149,6 +164,15 @@ void MuonAdamW::step_adamw(const ParamGroup& group, GroupState& state) {
         }
         s.step += 1;
         const at::Tensor step_t = cpu_scalar(static_cast<double>(s.step));
+        if (fused_on_cuda(p, grad, s.exp_avg, s.exp_avg_sq)) {
+            // The same float32 scalars as below (0-D CPU tensors: no device sync), then one kernel.
+            const at::Tensor bias1 = at::rsub(at::pow(beta1_t, step_t), 1);
+            const at::Tensor bias2 = at::rsub(at::pow(beta2_t, step_t), 1);
+            modules::adamw_step_cuda(p, grad, s.exp_avg, s.exp_avg_sq,
+                                     {decay.item<float>(), one_minus_beta1.item<float>(), one_minus_beta2.item<float>(),
+                                      bias2.item<float>(), eps_t.item<float>(), (lr_t / bias1).item<float>()});
+            continue;
+        }
         at::Tensor tmp = scratch(Slot::AdamWTemp, p.sizes(), p.options());
 
         p.mul_(decay);                                   // p.mul_(1 - lr_t * wd_t)

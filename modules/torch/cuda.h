@@ -51,6 +51,17 @@ at::Tensor softcap_cross_entropy_cuda(const at::Tensor& logits, const at::Tensor
 at::Tensor rotary_cuda(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 at::Tensor relu_square_cuda(const at::Tensor& x);
 
+// The reference's adamw_step_fused in one kernel over CUDA tensors p, grad, exp_avg, exp_avg_sq of one
+// dtype (float32 or bfloat16) and one size, contiguous; p and the moments are updated in place.
+// Arithmetic in float32 with one rounding per stored value (torch.compile's fused kernel does the same;
+// eager ATen rounds bfloat16 after every operation). The scalars are the host-side float32 values
+// MuonAdamW computes: decay = 1 - lr*wd, 1 - beta1, 1 - beta2, bias2 = 1 - beta2^step, eps, lr/bias1.
+struct AdamWStepScalars {
+    float decay, one_minus_beta1, one_minus_beta2, bias2, eps, step_size;
+};
+void adamw_step_cuda(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                     const AdamWStepScalars& scalars);
+
 // bfloat16 autocast on CUDA for the lifetime of the object (torch.amp.autocast(device_type="cuda",
 // dtype=torch.bfloat16), as the reference's base_train wraps its forward passes); does nothing when
 // `enable` is false or CUDA autocast is already on.

@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 KERNELS = [b"l3_forward_kernel", b"l3_backward_query_kernel", b"l3_backward_table_kernel", b"rotary_kernel",
-           b"relu_square_kernel", b"relu_square_backward_kernel",
+           b"relu_square_kernel", b"relu_square_backward_kernel", b"adamw_kernel",
            b"softcap_ce_forward_kernel", b"softcap_ce_backward_kernel"]
 MAGIC = 0xBA55ED50
 

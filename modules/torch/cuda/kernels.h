@@ -57,4 +57,14 @@ const char* rotary(const void* x, DType x_type, const void* cos, const void* sin
 const char* relu_square(const void* x, DType type, void* y, int64_t n, void* stream);
 const char* relu_square_backward(const void* x, const void* dy, DType type, void* dx, int64_t n, void* stream);
 
+// One AdamW step of the reference's adamw_step_fused over n elements of p, grad, exp_avg, exp_avg_sq
+// (all of `type`), in float32 with one rounding per stored value, as torch.compile's fused kernel:
+//   p *= decay; m = lerp(m, g, one_minus_beta1); v = lerp(v, g*g, one_minus_beta2);
+//   p -= step_size * m / (sqrt(v / bias2) + eps)
+struct AdamWScalars {
+    float decay = 1.f, one_minus_beta1 = 0.f, one_minus_beta2 = 0.f, bias2 = 1.f, eps = 0.f, step_size = 0.f;
+};
+const char* adamw_step(void* p, const void* grad, void* exp_avg, void* exp_avg_sq, DType type, int64_t n,
+                       const AdamWScalars& scalars, void* stream);
+
 }  // namespace l3lab::cuda_kernels

@@ -31,5 +31,8 @@ at::Tensor softcap_cross_entropy_cuda(const at::Tensor&, const at::Tensor&, int6
 
 at::Tensor rotary_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&) { not_built("rotary on CUDA"); }
 at::Tensor relu_square_cuda(const at::Tensor&) { not_built("relu^2 on CUDA"); }
+void adamw_step_cuda(at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&, const AdamWStepScalars&) {
+    not_built("the fused AdamW step on CUDA");
+}
 
 }  // namespace l3lab::modules

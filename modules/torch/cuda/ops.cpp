@@ -281,6 +281,27 @@ at::Tensor relu_square_cuda(const at::Tensor& x) {
     return ReluSquareCuda::apply(x);
 }
 
+void adamw_step_cuda(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                     const AdamWStepScalars& scalars) {
+    for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&grad, &exp_avg, &exp_avg_sq}) {
+        TORCH_CHECK(t->device() == p.device() && t->scalar_type() == p.scalar_type() && t->numel() == p.numel(),
+                    "fused AdamW: gradient and moments must match the parameter's device, dtype and size");
+        TORCH_CHECK(t->is_contiguous(), "fused AdamW: tensors must be contiguous");
+    }
+    TORCH_CHECK(p.is_cuda() && p.is_contiguous(), "fused AdamW: the parameter must be a contiguous CUDA tensor");
+    const c10::cuda::CUDAGuard guard(p.device());
+    kernels::AdamWScalars s;
+    s.decay = scalars.decay;
+    s.one_minus_beta1 = scalars.one_minus_beta1;
+    s.one_minus_beta2 = scalars.one_minus_beta2;
+    s.bias2 = scalars.bias2;
+    s.eps = scalars.eps;
+    s.step_size = scalars.step_size;
+    check_launch(kernels::adamw_step(p.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
+                                     kernel_dtype(p, "fused AdamW: the parameter"), p.numel(), s, current_stream(p)),
+                 "fused AdamW step (CUDA)");
+}
+
 at::Tensor l3_segment_attention_cuda(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                      const at::Tensor& ids, const at::Tensor& bounds, int64_t max_rows) {
     TORCH_CHECK(q.is_cuda(), "l3_segment_attention_cuda needs CUDA tensors, got ", q.device());

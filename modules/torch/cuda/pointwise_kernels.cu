@@ -1,5 +1,6 @@
 // Elementwise chains that the reference's torch.compile fuses, one kernel each way here: rotary
-// embeddings (six ATen kernels and a concatenation in eager mode) and relu(x)^2 (two). Arithmetic in
+// embeddings (six ATen kernels and a concatenation in eager mode), relu(x)^2 (two) and the AdamW step
+// (about eight per parameter). Arithmetic in
 // float32, one rounding to the storage type at the end - as inductor does for bfloat16 pointwise code.
 #include "modules/torch/cuda/common.cuh"
 #include "modules/torch/cuda/kernels.h"
@@ -53,7 +54,43 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// torch.lerp's formula (aten/src/ATen/native/Lerp.h): exact at both ends.
+__device__ __forceinline__ float lerp(float start, float end, float weight) {
+    return fabsf(weight) < 0.5f ? start + weight * (end - start) : end - (end - start) * (1.f - weight);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) adamw_kernel(T* __restrict__ p, const T* __restrict__ grad,
+                                                         T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq, int64_t n,
+                                                         AdamWScalars s) {
+    for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < n;
+         k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const float g = to_float(grad[k]);
+        const float m = lerp(to_float(exp_avg[k]), g, s.one_minus_beta1);
+        const float v = lerp(to_float(exp_avg_sq[k]), g * g, s.one_minus_beta2);
+        const float denom = sqrtf(v / s.bias2) + s.eps;
+        p[k] = from_float<T>(to_float(p[k]) * s.decay - s.step_size * (m / denom));
+        exp_avg[k] = from_float<T>(m);
+        exp_avg_sq[k] = from_float<T>(v);
+    }
+}
+
 }  // namespace
+
+const char* adamw_step(void* p, const void* grad, void* exp_avg, void* exp_avg_sq, DType type, int64_t n,
+                       const AdamWScalars& scalars, void* stream) {
+    if (n == 0) return nullptr;
+    const auto s = static_cast<cudaStream_t>(stream);
+    if (type == DType::BFloat16)
+        adamw_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(p), static_cast<const __nv_bfloat16*>(grad),
+                                                        static_cast<__nv_bfloat16*>(exp_avg),
+                                                        static_cast<__nv_bfloat16*>(exp_avg_sq), n, scalars);
+    else
+        adamw_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<float*>(p), static_cast<const float*>(grad),
+                                                        static_cast<float*>(exp_avg), static_cast<float*>(exp_avg_sq), n,
+                                                        scalars);
+    return launch_error();
+}
 
 const char* rotary(const void* x, DType x_type, const void* cos, const void* sin, DType table_type, void* y,
                    int64_t vectors, int64_t seq, int64_t heads, int64_t head_dim, bool inverse, void* stream) {
