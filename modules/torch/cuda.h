@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "modules/torch/cuda/kernels.h"  // plain C++: the kernels' argument structs
+
 namespace l3lab::modules {
 
 // Whether this build has l3lab's CUDA kernels.
@@ -56,9 +58,7 @@ at::Tensor relu_square_cuda(const at::Tensor& x);
 // Arithmetic in float32 with one rounding per stored value (torch.compile's fused kernel does the same;
 // eager ATen rounds bfloat16 after every operation). The scalars are the host-side float32 values
 // MuonAdamW computes: decay = 1 - lr*wd, 1 - beta1, 1 - beta2, bias2 = 1 - beta2^step, eps, lr/bias1.
-struct AdamWStepScalars {
-    float decay, one_minus_beta1, one_minus_beta2, bias2, eps, step_size;
-};
+using AdamWStepScalars = cuda_kernels::AdamWScalars;
 void adamw_step_cuda(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                      const AdamWStepScalars& scalars);
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -158,6 +159,19 @@ std::optional<std::string> unfinished_run(const config::Experiment& e, const std
     return candidates.back();
 }
 
+// Joins the launch (one process: nothing distributed) and runs, on every rank together, the checks that
+// exit 2 before any run directory exists: the plan for this world size, `more` with it, the data.
+dist::Launch join_and_check(const config::Experiment& e, const std::string& resolved,
+                            const std::function<void(const plan::Plan&)>& more = {}) {
+    const dist::Launch launch = dist::Launch::join(resolved, e.distributed_timeout_s);
+    launch.agree([&] {
+        const plan::Plan p = plan::make_plan(e, launch.world_size());
+        if (more) more(p);
+        check_data(e);
+    });
+    return launch;
+}
+
 // A run's optimizer state is sharded per rank: its newest checkpoint resumes only with as many processes
 // as wrote it.
 void check_world_size(const std::string& run_dir, int world_size) {
@@ -228,11 +242,8 @@ int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostr
     const std::string init_from = vm.count("init-from") ? vm["init-from"].as<std::string>() : "";
     // Data parallelism (docs/distributed.md): every rank checks the same things; rank 0 alone makes or
     // picks the run directory, and the others follow its decision. One process: the plain sequence.
-    const dist::Launch launch = dist::Launch::join(resolved, e.distributed_timeout_s);
-    launch.agree([&] {
-        const plan::Plan p = plan::make_plan(e, launch.world_size());
+    const dist::Launch launch = join_and_check(e, resolved, [&](const plan::Plan& p) {
         if (!init_from.empty()) check_init_from(e, p, init_from);
-        check_data(e);
     });
 
     std::optional<std::string> explicit_dir;
@@ -278,11 +289,7 @@ int cmd_resume(const std::vector<std::string>& args, std::ostream& out, std::ost
         return 0;
     }
     config::Experiment e = config::load_experiment((fs::path(dir) / "config.yaml").string(), {});
-    const dist::Launch launch = dist::Launch::join(config::to_yaml(e), e.distributed_timeout_s);
-    launch.agree([&] {
-        plan::make_plan(e, launch.world_size());
-        check_data(e);
-    });
+    const dist::Launch launch = join_and_check(e, config::to_yaml(e));
     launch.from_root([&] {
         check_world_size(dir, launch.world_size());
         out << "resuming " << dir << std::endl;
@@ -360,11 +367,7 @@ int cmd_reproduce(const std::vector<std::string>& args, std::ostream& out, std::
     const std::string frozen = (fs::path(original) / "config.yaml").string();
     config::Experiment e = config::load_experiment(frozen, {});
     const std::string resolved = read_text(frozen);
-    const dist::Launch launch = dist::Launch::join(resolved, e.distributed_timeout_s);
-    launch.agree([&] {
-        plan::make_plan(e, launch.world_size());
-        check_data(e);
-    });
+    const dist::Launch launch = join_and_check(e, resolved);
     std::optional<std::string> explicit_dir;
     if (vm.count("run-dir")) explicit_dir = vm["run-dir"].as<std::string>();
     const std::string dir = launch.from_root([&] {

@@ -290,15 +290,8 @@ void adamw_step_cuda(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg,
     }
     TORCH_CHECK(p.is_cuda() && p.is_contiguous(), "fused AdamW: the parameter must be a contiguous CUDA tensor");
     const c10::cuda::CUDAGuard guard(p.device());
-    kernels::AdamWScalars s;
-    s.decay = scalars.decay;
-    s.one_minus_beta1 = scalars.one_minus_beta1;
-    s.one_minus_beta2 = scalars.one_minus_beta2;
-    s.bias2 = scalars.bias2;
-    s.eps = scalars.eps;
-    s.step_size = scalars.step_size;
     check_launch(kernels::adamw_step(p.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
-                                     kernel_dtype(p, "fused AdamW: the parameter"), p.numel(), s, current_stream(p)),
+                                     kernel_dtype(p, "fused AdamW: the parameter"), p.numel(), scalars, current_stream(p)),
                  "fused AdamW step (CUDA)");
 }
 
