@@ -25,13 +25,6 @@ int env_int(const char* name, int fallback) {
     return v && *v ? std::atoi(v) : fallback;
 }
 
-std::string slurp_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
 void spill(const fs::path& p, const std::string& text) {
     std::ofstream(p, std::ios::binary | std::ios::trunc).write(text.data(), static_cast<std::streamsize>(text.size()));
 }
@@ -85,7 +78,7 @@ Outcome fuzz(bool sweep, int cases, uint64_t seed) {
     std::sort(files.begin(), files.end());
     std::map<fs::path, std::string> original;
     for (const char* sub : {"experiments", "sweeps"})
-        for (const auto& e : fs::directory_iterator(dir.path() / sub)) original[e.path()] = slurp_file(e.path());
+        for (const auto& e : fs::directory_iterator(dir.path() / sub)) original[e.path()] = test::slurp(e.path());
     Outcome out;
     test::FuzzRng rng{seed};
     for (int i = 0; i < cases; ++i) {

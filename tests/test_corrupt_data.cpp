@@ -36,13 +36,6 @@ void write_file(const std::string& path, const std::string& bytes) {
     std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
 std::string le32(int32_t v) {
     std::string out(4, '\0');
     for (int i = 0; i < 4; ++i) out[i] = static_cast<char>(static_cast<uint32_t>(v) >> (8 * i));
@@ -115,7 +108,7 @@ TEST(CorruptShards, RandomDamageIsReadOrRefusedWithFileAndOffset) {
             w.append(tokens);
             w.close();
         }
-        const std::string bad = damage_shard(read_file(good_path), rng);
+        const std::string bad = damage_shard(test::slurp(good_path), rng);
         const std::string path = (dir.path() / ("s" + std::to_string(i) + ".bin")).string();
         write_file(path, bad);
         const std::string context = "case " + std::to_string(i);
