@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "runner/util/stop.h"
+
 namespace l3lab::util {
 
 static std::runtime_error failure(const std::string& path, const std::string& what) {
@@ -27,6 +29,7 @@ void write_file_atomic(const std::string& path, std::string_view content) {
 }
 
 void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {
+    const CriticalSection whole;  // a second stop signal waits for the rename: no temporary is left behind
     const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw failure(tmp, "cannot create");
