@@ -185,17 +185,19 @@ struct Pair {
 };
 
 Pair spawn_pair(const std::vector<std::string>& args, const std::string& log_prefix,
-                const std::vector<std::vector<std::string>>& per_rank_args = {}) {
+                const std::vector<std::vector<std::string>>& per_rank_args = {},
+                const std::vector<std::map<std::string, std::string>>& per_rank_env = {}) {
     Pair p;
     const std::string port = std::to_string(free_port());
     for (int r = 0; r < 2; ++r) {
         std::vector<std::string> a = args;
         if (!per_rank_args.empty()) a.insert(a.end(), per_rank_args[r].begin(), per_rank_args[r].end());
         p.log[r] = log_prefix + ".rank" + std::to_string(r) + ".log";
-        p.pid[r] = spawn(L3LAB_BINARY, a,
-                         {{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", std::to_string(r)},
-                          {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", port}},
-                         p.log[r]);
+        std::map<std::string, std::string> env{{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"},
+                                               {"LOCAL_RANK", std::to_string(r)}, {"MASTER_ADDR", "127.0.0.1"},
+                                               {"MASTER_PORT", port}};
+        if (!per_rank_env.empty()) env.insert(per_rank_env[r].begin(), per_rank_env[r].end());
+        p.pid[r] = spawn(L3LAB_BINARY, a, env, p.log[r]);
     }
     return p;
 }
@@ -464,6 +466,46 @@ TEST_F(Distributed, ADeadOrHungRankEndsTheOtherWithinTheTimeout) {
         EXPECT_EQ(status->state, "failed");
         EXPECT_NE(status->last_error.find("rank 0 of 2"), std::string::npos) << status->last_error;
     }
+}
+
+// A rank that fails alone prints its own error, prefixed with its rank, and tells the other through the
+// rendezvous store: rank 0's error names rank 1 and its reason instead of "Connection closed by peer".
+TEST_F(Distributed, ARankThatFailsAlonePrintsItsErrorAndTheOtherNamesIt) {
+    const fs::path run = run_dir("one-rank-fails");
+    Pair p = spawn_pair({"train", experiment, "--run-dir", run.string()}, log_path("one-rank-fails"), {},
+                        {{}, {{"L3LAB_FAULT", "step:error@3"}}});
+    const int code0 = wait_exit(p.pid[0]), code1 = wait_exit(p.pid[1]);
+    const std::string out0 = test::slurp(p.log[0]), out1 = test::slurp(p.log[1]);
+    EXPECT_EQ(code1, 1) << out1;
+    EXPECT_NE(out1.find("[rank 1] error: injected failure at step 3"), std::string::npos) << out1;
+    EXPECT_EQ(code0, 1) << out0;
+    EXPECT_NE(out0.find("[rank 0] error: rank 0 of 2: "), std::string::npos) << out0;
+    EXPECT_NE(out0.find("rank 1 failed: injected failure at step 3"), std::string::npos) << out0;
+    const auto status = run::read_status(run.string());
+    ASSERT_TRUE(status);
+    EXPECT_EQ(status->state, "failed");
+    EXPECT_NE(status->last_error.find("rank 1 failed: injected failure at step 3"), std::string::npos) << status->last_error;
+    const size_t at = out0.find("rank 1 failed");
+    std::printf("[ measured ] rank 0 said: %s\n", out0.substr(at == std::string::npos ? 0 : at, 160).c_str());
+}
+
+// Data that leaves a rank without a document (the validation shard's 64 documents make one row group of
+// 128 here) is refused by every rank before any run directory exists, each saying why.
+TEST_F(Distributed, DataThatLeavesARankWithoutDocumentsIsRefusedByEveryRankBeforeAnyRunDirectory) {
+    const fs::path run = run_dir("no-documents");
+    Pair p = spawn_pair({"train", experiment, "--run-dir", run.string(), "data.row_group_docs=128"}, log_path("no-documents"));
+    for (int r = 0; r < 2; ++r) {
+        const int code = wait_exit(p.pid[r]);
+        const std::string out = test::slurp(p.log[r]);
+        EXPECT_EQ(code, 2) << out;
+        EXPECT_NE(out.find("data.val: "), std::string::npos) << out;
+        EXPECT_NE(out.find("64 documents make 1 row group of data.row_group_docs = 128 (at most 1 in one shard) for 2 "
+                           "ranks: rank 1 would get no documents"),
+                  std::string::npos)
+            << out;
+        EXPECT_NE(out.find("use at most 1 process, data.row_group_docs <= 63 or more documents"), std::string::npos) << out;
+    }
+    EXPECT_FALSE(fs::exists(run));
 }
 
 TEST_F(Distributed, MismatchedConfigsOrAMissingRankEndTheLaunchBeforeAnyRunDirectory) {

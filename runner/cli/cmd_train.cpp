@@ -25,6 +25,7 @@
 #include "runner/run/run_dir.h"
 #include "runner/torch_module.h"
 #include "runner/train/checkpoints.h"
+#include "runner/util/format.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -40,9 +41,37 @@ std::string read_text(const fs::path& path) {
     return buffer.str();
 }
 
+// Data parallelism: rank r of W reads row groups r, r + W, ... of every shard (the reference's striding),
+// so data whose largest shard has fewer than W row groups leaves the last ranks without a document.
+void check_every_rank_reads(const config::Experiment& e, const std::string& key, const data::ShardSet& shards,
+                            int world_size) {
+    if (world_size <= 1) return;
+    const uint64_t G = static_cast<uint64_t>(e.data_row_group_docs);
+    uint64_t largest = 0, groups = 0;
+    for (const auto& shard : shards.shards()) {
+        largest = std::max<uint64_t>(largest, shard.documents());
+        groups += (shard.documents() + G - 1) / G;
+    }
+    const uint64_t most = (largest + G - 1) / G;  // row groups of the largest shard: ranks 0 .. most-1 read
+    if (most >= static_cast<uint64_t>(world_size)) return;
+    const std::string first_idle = std::to_string(most), last = std::to_string(world_size - 1);
+    std::string remedy = "use at most " + std::to_string(most) + (most == 1 ? " process" : " processes");
+    if (largest >= static_cast<uint64_t>(world_size))
+        remedy += ", data.row_group_docs <= " + std::to_string((largest - 1) / static_cast<uint64_t>(world_size - 1));
+    remedy += " or more documents";
+    throw config::ConfigException(
+        {{e.where(key), key,
+          shards.spec() + ": " + util::group_digits(static_cast<int64_t>(shards.documents())) + " documents make " +
+              util::group_digits(static_cast<int64_t>(groups)) + (groups == 1 ? " row group" : " row groups") +
+              " of data.row_group_docs = " + util::group_digits(e.data_row_group_docs) + " (at most " +
+              std::to_string(most) + " in one shard) for " + std::to_string(world_size) + " ranks: rank" +
+              (most + 1 == static_cast<uint64_t>(world_size) ? " " + first_idle : "s " + first_idle + "-" + last) +
+              " would get no documents (rank r of W reads row groups r, r + W, ... of every shard); " + remedy}});
+}
+
 // Opening the data checks every shard and the tokenizer/shard pairing: problems exit 2 here, before a
 // run directory is made, with the file (and offset) named.
-void check_data(const config::Experiment& e) {
+void check_data(const config::Experiment& e, int world_size) {
     // device: cuda needs the torch module's CUDA kernels and a visible device (docs/cuda.md). Asking the
     // module loads libtorch now rather than after the run directory exists; training loads it anyway.
     if (e.device == "cuda") {
@@ -90,6 +119,7 @@ void check_data(const config::Experiment& e) {
                                                 "the shards " + spec + " use a vocabulary of " +
                                                     std::to_string(shards->vocab_size()) + " tokens, more than the model's " +
                                                     std::to_string(e.model.vocab_size)}});
+            check_every_rank_reads(e, key, *shards, world_size);
         } catch (const data::DataError& err) {
             std::vector<config::ConfigError> errors = err.errors();
             errors.insert(errors.begin(), {e.where(key), key, "cannot use these shards (" + spec + "):"});
@@ -167,7 +197,7 @@ dist::Launch join_and_check(const config::Experiment& e, const std::string& reso
     launch.agree([&] {
         const plan::Plan p = plan::make_plan(e, launch.world_size());
         if (more) more(p);
-        check_data(e);
+        check_data(e, launch.world_size());
     });
     return launch;
 }

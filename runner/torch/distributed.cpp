@@ -12,6 +12,9 @@
 #include <functional>
 #include <map>
 #include <stdexcept>
+#include <thread>
+
+#include "runner/util/format.h"
 
 #include "runner/torch/backends.h"
 
@@ -41,11 +44,7 @@ Session* g_session = nullptr;
 
 std::string who(const Session& s) { return "rank " + std::to_string(s.rank) + " of " + std::to_string(s.world_size); }
 
-std::string seconds(double s) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1f s", s);
-    return buf;
-}
+std::string seconds(double s) { return util::fixed(s, 1) + " s"; }
 
 std::string reason(const std::exception& e) {
     if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
@@ -221,6 +220,41 @@ json describe() {
             {"ranks", s.ranks}};
 }
 
+void report_fatal(const std::string& message) {
+    if (!g_session) return;
+    try {
+        g_session->store->set("fatal/" + std::to_string(g_session->rank), bytes(message));
+    } catch (const std::exception&) {
+        // the store is gone (rank 0 died first): the others learn of it from their own failure
+    }
+}
+
+namespace {
+
+// What the other ranks reported before they stopped ("rank 1 failed: ..."); empty when none did. A
+// rank reports before it exits, which is what breaks the collective here, so a short wait suffices.
+std::string fatal_reports(const Session& s) {
+    std::string out;
+    for (int attempt = 0; attempt < 5 && out.empty(); ++attempt) {
+        if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        for (int r = 0; r < s.world_size; ++r) {
+            if (r == s.rank) continue;
+            const std::string key = "fatal/" + std::to_string(r);
+            try {
+                if (!s.store->check({key})) continue;
+                out += (out.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " failed: " + text(s.store->get(key));
+            } catch (const std::exception&) {
+                return out;  // the store itself is gone: rank 0 died
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string reported_failures() { return g_session ? fatal_reports(*g_session) : std::string(); }
+
 struct Group::Impl {
     c10::intrusive_ptr<c10d::Backend> backend;
     c10::Device device{c10::kCPU};
@@ -233,10 +267,12 @@ struct Group::Impl {
             collective();
         } catch (const std::exception& e) {
             const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-            throw std::runtime_error("rank " + std::to_string(rank) + " of " + std::to_string(world) + ": " + what +
-                                     " failed after " + seconds(waited) + ": " + reason(e) +
-                                     " (another rank died, or did not take part within distributed.timeout_s = " +
-                                     seconds(timeout_seconds()) + ")");
+            const std::string prefix = "rank " + std::to_string(rank) + " of " + std::to_string(world) + ": " + what +
+                                       " failed after " + seconds(waited) + ": ";
+            if (const std::string reported = reported_failures(); !reported.empty())
+                throw std::runtime_error(prefix + reported + " [" + reason(e) + "]");
+            throw std::runtime_error(prefix + reason(e) + " (another rank died, or did not take part within " +
+                                     "distributed.timeout_s = " + seconds(timeout_seconds()) + ")");
         }
     }
 };

@@ -25,6 +25,12 @@ int local_rank();
 double timeout_seconds();
 // For provenance.json: launcher, store address, timeout and every rank's host, pid and local rank.
 nlohmann::json describe();
+// Tells the other ranks why this one stops (best effort, through the rendezvous store): a collective
+// that fails on them because this rank is gone then names this rank and its message.
+void report_fatal(const std::string& message);
+// What other ranks reported with report_fatal ("rank 1 failed: ..."), waiting up to 1 s for a report
+// (a rank reports before it exits); empty when none did.
+std::string reported_failures();
 
 // The data-parallel group of a training run. A default Group is one process: every collective returns
 // its input.
@@ -42,7 +48,8 @@ public:
     std::string backend_name() const;  // "gloo", "nccl" or "none"
 
     // Collectives on the group's device. A failure (a rank died, or did not take part within the
-    // timeout) throws std::runtime_error: "rank R of W: <what> failed after S s: <reason> ...".
+    // timeout) throws std::runtime_error: "rank R of W: <what> failed after S s: <reason> ...", where the
+    // reason is what a failed rank reported (report_fatal) when it did.
     void barrier(const std::string& what) const;
     void sum(std::vector<double>& values, const std::string& what) const;  // float64 sums, on every rank
     bool any(bool flag, const std::string& what) const;

@@ -31,8 +31,12 @@ void close_log() {
 }
 
 static int g_log_rank = 0;
+static bool g_data_parallel = false;
 
-void set_log_rank(int rank) { g_log_rank = rank; }
+void set_log_rank(int rank, int world_size) {
+    g_log_rank = rank;
+    g_data_parallel = world_size > 1;
+}
 
 void log_line(const std::string& line) {
     if (g_log_rank > 0) {
@@ -44,5 +48,13 @@ void log_line(const std::string& line) {
 }
 
 void log_warning(const std::string& line) { log_line("warning: " + line); }
+
+void log_error(const std::string& line) {
+    if (g_log_rank > 0) {
+        std::cerr << "[rank " << g_log_rank << "] " << line << std::endl;
+        return;
+    }
+    log_line(g_data_parallel ? "[rank 0] " + line : line);
+}
 
 }  // namespace l3lab::train
