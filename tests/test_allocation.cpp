@@ -141,17 +141,17 @@ TEST(Allocation, BoundsAreTheCumulativeRowCounts) {
 
 TEST(Allocation, InvalidInputsNameTheValue) {
     for (auto allocate : {&l3::lzw_allocation, &l3::frequency_allocation}) {
-        const std::string small_budget = error_of([&] { allocate({{0, 1}}, 4, 3, 8); });
+        const std::string small_budget = error_of([&] { allocate({{0, 1}}, 4, 3, 8, {}); });
         EXPECT_NE(small_budget.find("n_emb (3) must be >= vocab_size (4)"), std::string::npos) << small_budget;
-        const std::string k_max = error_of([&] { allocate({{0, 1}}, 4, 8, 0); });
+        const std::string k_max = error_of([&] { allocate({{0, 1}}, 4, 8, 0, {}); });
         EXPECT_NE(k_max.find("k_max (0) must be >= 1"), std::string::npos) << k_max;
-        const std::string vocab = error_of([&] { allocate({}, 0, 8, 8); });
+        const std::string vocab = error_of([&] { allocate({}, 0, 8, 8, {}); });
         EXPECT_NE(vocab.find("vocab_size (0)"), std::string::npos) << vocab;
-        const std::string token = error_of([&] { allocate({{0, 1}, {2, 3, 7}}, 4, 8, 8); });
+        const std::string token = error_of([&] { allocate({{0, 1}, {2, 3, 7}}, 4, 8, 8, {}); });
         EXPECT_NE(token.find("token id 7 at sequence 1, position 2 is outside the vocabulary [0, 4)"),
                   std::string::npos)
             << token;
-        const std::string negative = error_of([&] { allocate({{-1}}, 4, 8, 8); });
+        const std::string negative = error_of([&] { allocate({{-1}}, 4, 8, 8, {}); });
         EXPECT_NE(negative.find("token id -1 at sequence 0, position 0"), std::string::npos) << negative;
     }
     EXPECT_NE(error_of([] { l3::rows_per_occurrence({1, 2}, {{0, 2}}); }).find("token id 2 at sequence 0, position 1"),
@@ -171,7 +171,7 @@ TEST(Allocation, LzwWarnsWhenTheCodewordsRunOut) {
 
 TEST(Allocation, BothWarnWhenKMaxCapsTheBudget) {
     for (auto allocate : {&l3::lzw_allocation, &l3::frequency_allocation}) {
-        const Allocation a = allocate({{0, 1, 0, 1, 2, 2}}, 3, 100, 4);
+        const Allocation a = allocate({{0, 1, 0, 1, 2, 2}}, 3, 100, 4, {});
         EXPECT_EQ(a.rows, (std::vector<int64_t>{4, 4, 4}));
         EXPECT_TRUE(any_contains(a.warnings, "n_emb = 100 exceeds k_max x vocab_size = 4 x 3; allocated 12 rows"));
     }

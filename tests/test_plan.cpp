@@ -121,6 +121,33 @@ TEST(Plan, ZeroStepHorizonIsReportedNotHidden) {
     EXPECT_NE(r.err.find("0 optimizer steps"), std::string::npos) << r.err;
 }
 
+// Evaluation or samples far larger than the training: the reported case (the default eval.tokens before
+// a 1-step run of a tiny model) is a warning naming the key, in `plan` and at the start of a run.
+TEST(Plan, WarnsWhenEvaluationOrSamplingOutweighTheTraining) {
+    const std::vector<std::string> tiny{"plan", test::base_yaml(), "model.depth=2", "model.sequence_len=64",
+                                        "batch.device_batch_size=2", "batch.total_batch_size=128",
+                                        "horizon.num_iterations=1"};
+    auto r = test::run_cli(tiny);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("warning: evaluation is 109,227x the training's own work: 2 evaluations of 163,840 batches "
+                         "(20,971,520 tokens, eval.tokens) for 1 step of 128 tokens; lower eval.tokens"),
+              std::string::npos)
+        << r.out;
+    std::vector<std::string> sampled = tiny;
+    sampled.insert(sampled.end(), {"eval.tokens=128", "sample.max_tokens=10000", "sample.prompts=[a, b]"});
+    r = test::run_cli(sampled);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.find("evaluation is"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("warning: sampling is 4x the training's own work: 1 round of 2 prompts x 640 tokens "
+                         "(sample.max_tokens) for 1 step; lower sample.max_tokens or raise sample.every"),
+              std::string::npos)
+        << r.out;
+    // A real configuration warns of neither.
+    r = test::run_cli({"plan", (test::kSourceDir / "experiments" / "d12-l3.yaml").string()});
+    EXPECT_EQ(r.out.find("evaluation is"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("sampling is"), std::string::npos) << r.out;
+}
+
 TEST(Plan, WorldSizeChangesOnlyGradientAccumulation) {
     auto one = json::parse(test::run_cli({"plan", test::base_yaml(), "--json", "model.depth=12"}).out);
     auto eight = json::parse(test::run_cli({"plan", test::base_yaml(), "--json", "--world-size", "8", "model.depth=12"}).out);

@@ -109,7 +109,7 @@ private:
 int64_t Allocation::total() const { return std::accumulate(rows.begin(), rows.end(), int64_t(0)); }
 
 Allocation lzw_allocation(const std::vector<TokenSequence>& pieces, int64_t vocab_size, int64_t n_emb,
-                          int64_t k_max) {
+                          int64_t k_max, const AllocationProgress& progress) {
     validate("lzw", pieces, vocab_size, n_emb, k_max);
     const int32_t V = int32_t(vocab_size);
 
@@ -133,7 +133,10 @@ Allocation lzw_allocation(const std::vector<TokenSequence>& pieces, int64_t voca
     // The port's parse, in its own index terms: a phrase starts at `start` with the single token (always a
     // codeword) and grows while the next token extends a codeword; `end` is one past the token that would be
     // added. A phrase therefore needs two tokens, so a piece's last token never starts one.
+    int64_t parsed = 0, reported = 0;
     for (const TokenSequence& piece : pieces) {
+        if (progress && parsed - reported >= 65536) progress(reported = parsed);
+        parsed += int64_t(piece.size());
         const size_t n = piece.size();
         size_t start = 0;
         while (start + 1 < n) {
@@ -160,6 +163,8 @@ Allocation lzw_allocation(const std::vector<TokenSequence>& pieces, int64_t voca
             start = end;
         }
     }
+
+    if (progress) progress(parsed);
 
     // Codewords by count, descending, ties by first insertion (= node id): one sortable 64-bit key each.
     const size_t n_codewords = count.size();
@@ -207,14 +212,18 @@ Allocation lzw_allocation(const std::vector<TokenSequence>& pieces, int64_t voca
 }
 
 Allocation frequency_allocation(const std::vector<TokenSequence>& rows, int64_t vocab_size, int64_t n_emb,
-                                int64_t k_max) {
+                                int64_t k_max, const AllocationProgress& progress) {
     validate("frequency", rows, vocab_size, n_emb, k_max);
     const size_t V = size_t(vocab_size);
 
     // The reference's "bigram" count credits every occurrence but a sequence's first: score = 2 x count - firsts.
     std::vector<int64_t> score(V, 0);
-    for (const TokenSequence& row : rows)
+    int64_t counted = 0;
+    for (const TokenSequence& row : rows) {
         for (size_t j = 0; j < row.size(); ++j) score[size_t(row[j])] += j == 0 ? 1 : 2;
+        counted += int64_t(row.size());
+        if (progress) progress(counted);
+    }
 
     // Its round robin over the tokens sorted by score gives every token one row per full pass, so all tokens
     // move in step and reach k_max together; only the last, partial pass depends on the order.

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,15 +24,19 @@ struct Allocation {
     int64_t total() const;              // sum of rows: n_emb unless a warning says otherwise
 };
 
+// Told the sample tokens processed so far, between pieces about every 65,536 tokens and at the end; may
+// throw to abandon the allocation (the trainer's progress report and stop check).
+using AllocationProgress = std::function<void(int64_t tokens_done)>;
+
 // Paper Algorithm 1: LZ78-parse every piece separately, count codewords, and give one row per codeword
 // (most frequent first, ties in first-insertion order) to the codeword's last token.
 Allocation lzw_allocation(const std::vector<TokenSequence>& pieces, int64_t vocab_size, int64_t n_emb,
-                          int64_t k_max);
+                          int64_t k_max, const AllocationProgress& progress = {});
 
 // The reference's rule: score = occurrences + occurrences at positions >= 1 of their sequence, then one row
 // per token per pass over the tokens by descending score (ties by ascending id) until n_emb is spent.
 Allocation frequency_allocation(const std::vector<TokenSequence>& rows, int64_t vocab_size, int64_t n_emb,
-                                int64_t k_max);
+                                int64_t k_max, const AllocationProgress& progress = {});
 
 // Cuts sample rows into BOS-delimited pieces (L3.md: "a piece starts with its BOS token"). Tokens before a
 // row's first BOS form a piece of their own; pieces never span rows; empty rows give no piece.

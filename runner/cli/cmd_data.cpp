@@ -33,7 +33,6 @@ namespace {
 using util::group_digits;
 using Clock = std::chrono::steady_clock;
 
-std::string grouped(uint64_t v) { return group_digits(static_cast<int64_t>(v)); }
 
 struct Subcommand {
     const char* name;
@@ -162,8 +161,9 @@ int run_tokenize(const po::variables_map& vm, std::ostream& out, std::ostream& e
                        files == 1 ? "" : "s", tok_path, group_digits(tokenizer->vocab_size()),
                        version == 1 ? "uint16" : "uint32", options.threads, options.threads == 1 ? "" : "s");
     out.flush();
-    auto report = data::tokenize_corpus(*tokenizer, tok_path, inputs, output, options,
-                                        [&](const std::string& line) { err << line << "\n"; });
+    util::ProgressOptions progress;
+    progress.plain_line = [&err](const std::string& line) { err << line << std::endl; };
+    auto report = data::tokenize_corpus(*tokenizer, tok_path, inputs, output, options, progress);
     const auto& m = report.manifest;
     for (const char* split : {"train", "val"}) {
         int64_t files = 0;
@@ -235,21 +235,21 @@ int run_inspect(const po::variables_map& vm, std::ostream& out, std::ostream&) {
         const auto& f = *s.file;
         out << fmt::format("{}\n", f.path());
         out << fmt::format("  header     magic {}, version {} ({} tokens), {} tokens, {} bytes\n", data::kShardMagic,
-                           f.version(), f.version() == 1 ? "uint16" : "uint32", grouped(f.num_tokens()), grouped(f.file_bytes()));
+                           f.version(), f.version() == 1 ? "uint16" : "uint32", group_digits(f.num_tokens()), group_digits(f.file_bytes()));
         uint64_t min_len = UINT64_MAX, max_len = 0;
         for (uint64_t d = 0; d < s.documents(); ++d) {
             min_len = std::min(min_len, s.doc_length(d));
             max_len = std::max(max_len, s.doc_length(d));
         }
         if (s.documents())
-            out << fmt::format("  documents  {} (tokens each: min {}, mean {:.1f}, max {})\n", grouped(s.documents()),
-                               grouped(min_len), double(f.num_tokens() - s.leading_tokens) / double(s.documents()),
-                               grouped(max_len));
+            out << fmt::format("  documents  {} (tokens each: min {}, mean {:.1f}, max {})\n", group_digits(s.documents()),
+                               group_digits(min_len), double(f.num_tokens() - s.leading_tokens) / double(s.documents()),
+                               group_digits(max_len));
         else
             out << "  documents  0\n";
         if (s.leading_tokens)
             out << fmt::format("  before the first BOS: {} tokens (the end of a document begun in the previous shard; not read)\n",
-                               grouped(s.leading_tokens));
+                               group_digits(s.leading_tokens));
         out << fmt::format("  token ids  max {} (vocabulary {}, BOS {})\n", s.max_token, group_digits(set->vocab_size()),
                            set->bos_id());
         if (set->manifest())
@@ -262,8 +262,8 @@ int run_inspect(const po::variables_map& vm, std::ostream& out, std::ostream&) {
         out << "\n(no tokenizer to decode with: pass --tokenizer; showing token ids)\n";
     for (int d = 0; d < docs; ++d) {
         const uint64_t begin = first.doc_begin(static_cast<uint64_t>(d)), len = first.doc_length(static_cast<uint64_t>(d));
-        out << fmt::format("\n--- {} document {} (tokens {}..{}, {} tokens) ---\n", first.name, d, grouped(begin),
-                           grouped(begin + len - 1), grouped(len));
+        out << fmt::format("\n--- {} document {} (tokens {}..{}, {} tokens) ---\n", first.name, d, group_digits(begin),
+                           group_digits(begin + len - 1), group_digits(len));
         std::vector<int64_t> wide(len);
         first.file->copy(begin, len, wide.data());
         if (tokenizer) {
@@ -347,8 +347,8 @@ int run_batches(const po::variables_map& vm, std::ostream& out, std::ostream&) {
     }
     const auto start_state = base.state();
     out << fmt::format("{}: {} shard{}, {} documents, {} tokens; rank {} of {}, B={} T={}, from batch {} (epoch {})\n", spec,
-                       set->shards().size(), set->shards().size() == 1 ? "" : "s", grouped(set->documents()),
-                       grouped(set->tokens()), lo.rank, lo.world_size, lo.batch_size, lo.sequence_len,
+                       set->shards().size(), set->shards().size() == 1 ? "" : "s", group_digits(set->documents()),
+                       group_digits(set->tokens()), lo.rank, lo.world_size, lo.batch_size, lo.sequence_len,
                        group_digits(start_state.batches), start_state.last_epoch);
 
     // Unigram baseline: each target costs -ln p(token) with p from the training split's token counts.

@@ -18,7 +18,7 @@ namespace l3lab::data {
 
 namespace {
 
-std::string grouped(uint64_t v) { return util::group_digits(static_cast<int64_t>(v)); }
+using util::group_digits;
 
 }  // namespace
 
@@ -33,7 +33,7 @@ std::shared_ptr<const ShardFile> ShardFile::open(const std::string& path) {
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     if (size < kShardHeaderBytes) {
         ::close(fd);
-        throw DataError::at_offset(path, size, "truncated: the file has " + grouped(size) +
+        throw DataError::at_offset(path, size, "truncated: the file has " + group_digits(size) +
                                                    " bytes, less than the 1,024-byte shard header");
     }
     void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -58,13 +58,13 @@ std::shared_ptr<const ShardFile> ShardFile::open(const std::string& path) {
     const uint64_t expected = shard->file_bytes();
     if (size < expected) {
         const uint64_t whole = (size - kShardHeaderBytes) / shard_token_size(shard->version_);
-        throw DataError::at_offset(path, size, "truncated: the header promises " + grouped(shard->num_tokens_) +
-                                                   " tokens (" + grouped(expected) + " bytes) but the file ends after " +
-                                                   grouped(whole) + " tokens");
+        throw DataError::at_offset(path, size, "truncated: the header promises " + group_digits(shard->num_tokens_) +
+                                                   " tokens (" + group_digits(expected) + " bytes) but the file ends after " +
+                                                   group_digits(whole) + " tokens");
     }
     if (size > expected)
-        throw DataError::at_offset(path, expected, grouped(size - expected) + " bytes after the " +
-                                                       grouped(shard->num_tokens_) + " tokens the header promises");
+        throw DataError::at_offset(path, expected, group_digits(size - expected) + " bytes after the " +
+                                                       group_digits(shard->num_tokens_) + " tokens the header promises");
     madvise(map, size, MADV_SEQUENTIAL);
     return shard;
 }
@@ -104,7 +104,7 @@ void ShardWriter::write(const void* data, size_t bytes) {
 
 void ShardWriter::append(std::span<const int32_t> tokens) {
     if (num_tokens_ + tokens.size() > static_cast<uint64_t>(kMaxShardTokens))
-        throw DataError(path_, "a shard holds at most " + grouped(kMaxShardTokens) + " tokens");
+        throw DataError(path_, "a shard holds at most " + group_digits(kMaxShardTokens) + " tokens");
     const uint32_t max_id = version_ == 1 ? 0xFFFF : 0x7FFFFFFF;
     for (int32_t t : tokens)
         if (t < 0 || static_cast<uint32_t>(t) > max_id)

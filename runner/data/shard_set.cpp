@@ -12,6 +12,8 @@
 #include "runner/data/errors.h"
 #include "runner/data/sha256.h"
 #include "runner/util/format.h"
+#include "runner/util/progress.h"
+#include "runner/util/stop.h"
 
 namespace fs = std::filesystem;
 
@@ -21,7 +23,7 @@ namespace {
 
 constexpr int64_t kGpt2Vocab = 50257, kGpt2Bos = 50256;
 
-std::string grouped(uint64_t v) { return util::group_digits(static_cast<int64_t>(v)); }
+using util::group_digits;
 std::string short_sha(const std::string& s) { return s.substr(0, 12); }
 
 struct Candidate {
@@ -99,8 +101,8 @@ void index_tokens(const T* p, uint64_t n, uint32_t bos, int64_t vocab, const Sha
         for (uint64_t i = 0; i < n; ++i)
             if (static_cast<int64_t>(p[i]) >= vocab)
                 throw DataError::at_offset(file.path(), file.offset_of(i),
-                                           "token id " + std::to_string(p[i]) + " (token " + grouped(i) +
-                                               ") is not below the vocabulary size " + grouped(vocab));
+                                           "token id " + std::to_string(p[i]) + " (token " + group_digits(i) +
+                                               ") is not below the vocabulary size " + group_digits(vocab));
     }
     docs.max_token = max_token;
     docs.leading_tokens = docs.starts.empty() ? n : docs.starts.front();
@@ -131,7 +133,7 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
                                        " (sha256 " + short_sha(options.tokenizer_sha256) +
                                        "...): tokenize the corpus again with this tokenizer, or use its own");
         if (vocab && *vocab != m->vocab_size)
-            throw DataError(mpath, "the shards' vocabulary has " + grouped(m->vocab_size) + " tokens, not " + grouped(*vocab));
+            throw DataError(mpath, "the shards' vocabulary has " + group_digits(m->vocab_size) + " tokens, not " + group_digits(*vocab));
         if (bos && *bos != m->bos_id)
             throw DataError(mpath, "the shards' BOS token is " + std::to_string(m->bos_id) + ", not " + std::to_string(*bos));
         vocab = m->vocab_size;
@@ -150,8 +152,8 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
         const ManifestFile* entry = m->find(shards[i].name);
         if (!entry) throw DataError(candidates[i].path, "not listed in " + mpath);
         if (static_cast<uint64_t>(entry->tokens) != shards[i].file->num_tokens())
-            throw DataError(candidates[i].path, "has " + grouped(shards[i].file->num_tokens()) + " tokens but " + mpath +
-                                                    " says " + grouped(entry->tokens));
+            throw DataError(candidates[i].path, "has " + group_digits(shards[i].file->num_tokens()) + " tokens but " + mpath +
+                                                    " says " + group_digits(entry->tokens));
         if (shards[i].file->version() != m->shard_version)
             throw DataError(candidates[i].path, "is a version " + std::to_string(shards[i].file->version()) +
                                                     " shard but " + mpath + " says version " + std::to_string(m->shard_version));
@@ -163,19 +165,22 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
         if (!vocab) vocab = kGpt2Vocab;
         if (!bos) bos = kGpt2Bos;
         set->notes_.push_back("no manifest.json: assuming GPT-2 token ids as in llm.c/modded-nanogpt shards (vocabulary " +
-                              grouped(*vocab) + ", documents start with token " + std::to_string(*bos) + ")");
+                              group_digits(*vocab) + ", documents start with token " + std::to_string(*bos) + ")");
     }
     if (*bos < 0 || *bos >= *vocab)
-        throw DataError(spec, "BOS id " + std::to_string(*bos) + " is not below the vocabulary size " + grouped(*vocab));
+        throw DataError(spec, "BOS id " + std::to_string(*bos) + " is not below the vocabulary size " + group_digits(*vocab));
     set->vocab_size_ = *vocab;
     set->bos_id_ = *bos;
 
-    // Index documents and check tokens, a shard per thread; the first error in file order wins.
+    // Index documents and check tokens, a shard per thread; the first error in file order wins. A stop
+    // signal (docs/stopping.md) abandons the remaining shards.
     std::vector<std::exception_ptr> errors(shards.size());
     std::atomic<size_t> next{0};
+    util::Progress progress("opening " + spec, static_cast<int64_t>(shards.size()), "shards");
     auto work = [&] {
         for (size_t i; (i = next++) < shards.size();) {
             try {
+                util::throw_if_stop_requested("opening the data (" + spec + ")");
                 ShardDocs& s = shards[i];
                 const ShardFile& f = *s.file;
                 if (f.version() == 1) index_tokens(f.u16(), f.num_tokens(), static_cast<uint32_t>(*bos), *vocab, f, s);
@@ -184,8 +189,8 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
                 if (!m) continue;
                 const ManifestFile* entry = m->find(s.name);
                 if (static_cast<uint64_t>(entry->documents) != s.documents())
-                    throw DataError(f.path(), "has " + grouped(s.documents()) + " documents but " +
-                                                  manifest_paths[candidates[i].dir] + " says " + grouped(entry->documents));
+                    throw DataError(f.path(), "has " + group_digits(s.documents()) + " documents but " +
+                                                  manifest_paths[candidates[i].dir] + " says " + group_digits(entry->documents));
                 if (s.leading_tokens != 0)
                     throw DataError::at_offset(f.path(), f.offset_of(0), "does not start with the BOS token " +
                                                                              std::to_string(*bos));
@@ -195,6 +200,7 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
             } catch (...) {
                 errors[i] = std::current_exception();
             }
+            progress.advance();
         }
     };
     const size_t threads = std::min<size_t>(shards.size(), options.threads > 0 ? options.threads
@@ -203,6 +209,7 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
     for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
     work();
     for (auto& t : pool) t.join();
+    progress.finish();
     for (auto& e : errors)
         if (e) std::rethrow_exception(e);
 

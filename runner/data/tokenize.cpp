@@ -123,8 +123,7 @@ void encode_parallel(const Tokenizer& tokenizer, const std::vector<Document>& do
 
 TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& tokenizer_path,
                                const std::vector<std::string>& inputs, const std::string& output_dir,
-                               const TokenizeOptions& options,
-                               const std::function<void(const std::string&)>& progress) {
+                               const TokenizeOptions& options, const util::ProgressOptions& progress) {
     if (options.shard_tokens < 1 || options.shard_tokens > kMaxShardTokens)
         throw DataError("--shard-tokens", "must be between 1 and " + util::group_digits(kMaxShardTokens));
     if (!(options.val_fraction >= 0 && options.val_fraction < 1))
@@ -159,8 +158,11 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     TokenizeReport report;
     report.threads = threads;
     const auto start = Clock::now();
-    auto last_progress = start;
-    int64_t total_tokens = 0;
+    int64_t total_tokens = 0, input_bytes = 0;
+    for (const auto& f : files) input_bytes += static_cast<int64_t>(fs::file_size(f.path, ec));
+    util::ProgressOptions shown = progress;
+    shown.unit_scale = 1e-6;
+    util::Progress meter("tokenizing", input_bytes, "MB", shown);
     DocumentReader reader(files);
     std::vector<Document> chunk;
     std::vector<std::vector<int32_t>> encoded;
@@ -181,13 +183,10 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
             total_tokens += static_cast<int64_t>(encoded[i].size());
             (is_validation_document(chunk[i].text, options.val_fraction) ? val : train).add(encoded[i]);
         }
-        if (progress && Clock::now() - last_progress > std::chrono::seconds(5)) {
-            last_progress = Clock::now();
-            const double s = std::chrono::duration<double>(last_progress - start).count();
-            progress(fmt::format("  {:.1f} MB read, {} tokens, {} tokens/s", reader.bytes_read() / 1e6,
-                                 util::group_digits(total_tokens), util::group_digits(static_cast<int64_t>(total_tokens / s))));
-        }
+        meter.set(static_cast<int64_t>(reader.bytes_read()));  // text bytes: below the file bytes of .jsonl
     }
+    meter.set(input_bytes);
+    meter.finish();
     train.finish();
     val.finish();
     if (train.files().empty() && val.files().empty())

@@ -9,6 +9,7 @@
 
 #include "runner/data/manifest.h"
 #include "runner/data/tokenizer.h"
+#include "runner/util/progress.h"
 
 namespace l3lab::data {
 
@@ -37,10 +38,10 @@ bool is_validation_document(std::string_view text, double val_fraction);
 // `val_NNNNNN.bin` (uint16 tokens when the vocabulary fits, else uint32; each document starts with BOS,
 // no document is split) and manifest.json into a temporary directory beside `output_dir`, then renames
 // it into place. Nothing is left behind on error, and an existing output is replaced only with
-// `overwrite`. Throws DataError for bad inputs or options. `progress` gets a line now and then.
+// `overwrite`. Throws DataError for bad inputs or options. Shows its progress (MB of input read) as
+// util::Progress does.
 TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& tokenizer_path,
                                const std::vector<std::string>& inputs, const std::string& output_dir,
-                               const TokenizeOptions& options,
-                               const std::function<void(const std::string&)>& progress = {});
+                               const TokenizeOptions& options, const util::ProgressOptions& progress = {});
 
 }  // namespace l3lab::data

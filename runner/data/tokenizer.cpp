@@ -17,6 +17,8 @@
 #include "runner/data/errors.h"
 #include "runner/data/sha256.h"
 #include "runner/data/utf8.h"
+#include "runner/util/format.h"
+#include "runner/util/progress.h"
 
 namespace l3lab::data {
 
@@ -208,7 +210,11 @@ std::string train_tokenizer(const std::function<bool(std::string&)>& next_docume
     std::vector<std::string> texts;
     size_t longest = 0;
     std::string doc;
+    util::ProgressOptions in_millions;
+    in_millions.unit_scale = 1e-6;
+    util::Progress reading("reading the training text", options.max_chars, "M characters", in_millions);
     while (next_document(doc)) {
+        reading.set(r.chars);
         ++r.documents;
         std::string_view text = options.doc_cap > 0 ? utf8_prefix(doc, options.doc_cap) : std::string_view(doc);
         if (text.empty()) continue;
@@ -217,6 +223,8 @@ std::string train_tokenizer(const std::function<bool(std::string&)>& next_docume
         texts.emplace_back(text);
         if (options.max_chars > 0 && r.chars > options.max_chars) break;  // as tok_train.py: yield, then check
     }
+    reading.set(r.chars);
+    reading.finish();
     if (texts.empty()) throw DataError("tokenizer training", "the inputs contain no text");
 
     const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -247,7 +255,12 @@ std::string train_tokenizer(const std::function<bool(std::string&)>& next_docume
     VectorIterator it(texts);
     std::string model;
     const auto start = std::chrono::steady_clock::now();
+    util::ProgressOptions on_the_clock;  // SentencePiece reports nothing while it trains: show the time spent
+    on_the_clock.ticker = true;
+    util::Progress training("training the vocabulary (SentencePiece BPE, " + util::group_digits(options.vocab_size) +
+                                " tokens)", 0, "", on_the_clock);
     auto status = sentencepiece::SentencePieceTrainer::Train(spec, &it, &model);
+    training.finish();
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!status.ok()) throw DataError("tokenizer training", "SentencePiece: " + sentencepiece_message(status));
     if (report) *report = r;

@@ -1,5 +1,7 @@
 #include "runner/plan/plan.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 
@@ -17,6 +19,39 @@ int64_t python_round(double x) {
     return static_cast<int64_t>(std::nearbyint(x));
 }
 
+
+// Evaluation and samples are forward passes next to training's forward + backward (3 forwards per token).
+// When they are more work than the training itself (an evaluation of 163,840 batches before a 1-step run),
+// say so with the key to change: the run would otherwise spend its time where nobody looks.
+static void warn_about_side_work(const config::Experiment& e, Plan& p, int world_size) {
+    const int64_t N = p.num_iterations;
+    const double training = 3.0 * static_cast<double>(N) * static_cast<double>(p.total_batch_size);
+    // Steps 0 and N, and every multiple of `every` between them (the loop's schedule).
+    const int64_t evals = N == 0 ? 1 : 2 + (e.eval_every > 0 ? (N - 1) / e.eval_every : 0);
+    const int64_t eval_batch = e.batch.device_batch_size * e.model.sequence_len * world_size;
+    const int64_t batches = e.eval_tokens / eval_batch;  // per evaluation, per rank
+    const double evaluation = static_cast<double>(evals) * static_cast<double>(batches) * static_cast<double>(eval_batch);
+    if (evaluation > training)
+        p.warnings.push_back(fmt::format(
+            "evaluation is {}x the training's own work: {} evaluation{} of {} batches ({} tokens, eval.tokens) for {} "
+            "step{} of {} tokens; lower eval.tokens{}",
+            training > 0 ? util::group_digits(static_cast<int64_t>(std::ceil(evaluation / training))) : std::string("infinitely"),
+            util::group_digits(evals), evals == 1 ? "" : "s", util::group_digits(batches),
+            util::group_digits(batches * eval_batch), util::group_digits(N), N == 1 ? "" : "s",
+            util::group_digits(p.total_batch_size), evals > 2 ? " or raise eval.every" : ""));
+    // Samples: steps N and every multiple of sample.every before it; a token per forward, at most 10 x T.
+    const int64_t sample_events = N == 0 ? 1 : 1 + (e.sample_every > 0 ? (N - 1) / e.sample_every : 0);
+    const int64_t per_prompt = std::min<int64_t>(e.sample_max_tokens, 10 * e.model.sequence_len);
+    const double sampling = static_cast<double>(sample_events) * static_cast<double>(e.sample_prompts.size()) *
+                            static_cast<double>(per_prompt);
+    if (sampling > training)
+        p.warnings.push_back(fmt::format(
+            "sampling is {}x the training's own work: {} round{} of {} prompt{} x {} tokens (sample.max_tokens) for {} "
+            "step{}; lower sample.max_tokens or raise sample.every",
+            training > 0 ? util::group_digits(static_cast<int64_t>(std::ceil(sampling / training))) : std::string("infinitely"),
+            util::group_digits(sample_events), sample_events == 1 ? "" : "s", e.sample_prompts.size(),
+            e.sample_prompts.size() == 1 ? "" : "s", util::group_digits(per_prompt), util::group_digits(N), N == 1 ? "" : "s"));
+}
 
 Plan make_plan(const config::Experiment& e, int world_size) {
     using config::ErrorList;
@@ -141,6 +176,7 @@ Plan make_plan(const config::Experiment& e, int world_size) {
                    "sequence_len x world_size = " + util::group_digits(eval_batch) + ")");
         errors.throw_if_any();
     }
+    warn_about_side_work(e, p, world_size);
     p.optimizer_groups = plan_optimizer(e, p.model, p.shape.params, p.batch_lr_scale, p.weight_decay_scaled);
     return p;
 }

@@ -24,6 +24,8 @@
 
 #include "runner/run/run_dir.h"
 #include "runner/sweep/cell_state.h"
+#include "runner/util/format.h"
+#include "runner/util/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -106,6 +108,12 @@ public:
         write_manifest(sweep_);
         say("sweep " + sweep_.name + ": " + std::to_string(queue_.size()) + " cell(s) in " + sweep_.sweep_dir() +
             ", " + std::to_string(options_.jobs) + " at a time");
+        // Cells done of this run's cells, with the rate and time left: a bar on a terminal, else a line
+        // every 10 s; the clock drives it while the supervisor waits for its children.
+        util::ProgressOptions shown;
+        shown.ticker = true;
+        shown.plain_line = [this](const std::string& line) { out_ << line << std::endl; };
+        progress_ = std::make_unique<util::Progress>("sweep " + sweep_.name, static_cast<int64_t>(queue_.size()), "cells", shown);
         for (;;) {
             if (g_stop_signal && !forwarded_) forward_stop();
             while (!g_stop_signal && !aborting_ && jobs_.size() < static_cast<size_t>(options_.jobs) && !queue_.empty()) {
@@ -126,11 +134,20 @@ public:
             free_slots_.push_back(it->second.slot);
             jobs_.erase(it);
         }
+        progress_->finish();
         return summarise();
     }
 
 private:
-    void say(const std::string& line) { out_ << line << std::endl; }
+    void say(const std::string& line) {
+        if (progress_) progress_->print_above([&] { out_ << line << std::endl; });
+        else out_ << line << std::endl;
+    }
+    // Cells this process is done with, whatever their outcome.
+    void count_done() {
+        if (progress_)
+            progress_->set(static_cast<int64_t>(completed_.size() + failed_.size() + interrupted_.size() + elsewhere_.size()));
+    }
     std::string label(const Cell& cell) const { return "cell " + cell.dir; }
 
     // Claims the cell, decides from its files what to do, and starts its training if there is any.
@@ -139,6 +156,7 @@ private:
         if (!lock) {
             say(label(cell) + ": running in another process, left to it");
             elsewhere_.insert(cell.index);
+            count_done();
             return;
         }
         // Decided under the lock: another process may have finished it since the queue was made.
@@ -147,11 +165,13 @@ private:
             say(label(cell) + ": completed, skipped" +
                 (status.config_changed ? " (its frozen config differs from this sweep file's)" : ""));
             completed_.insert(cell.index);
+            count_done();
             return;
         }
         if (status.state == CellState::Failed && !options_.retry_failed) {
             say(label(cell) + ": failed earlier (" + status.last_error + "), skipped; --retry-failed reruns it");
             failed_.insert(cell.index);
+            count_done();
             return;
         }
         const std::string run_dir = cell_run_dir(sweep_, cell);
@@ -246,23 +266,22 @@ private:
             if (error.empty()) error = "exit code " + std::to_string(code);
         }
         record_attempt_end(sweep_, cell, code, seconds, error);
-        std::ostringstream took;
-        took.precision(1);
-        took << std::fixed << seconds << " s";
+        const std::string took = util::fixed(seconds, 1) + " s";
         if (code == 0) {
-            say(label(cell) + ": completed in " + took.str());
             completed_.insert(cell.index);
+            say(label(cell) + ": completed in " + took);
         } else if (code == 3) {
-            say(label(cell) + ": interrupted after " + took.str() + " (checkpointed; the next 'sweep run' resumes it)");
             interrupted_.insert(cell.index);
+            say(label(cell) + ": interrupted after " + took + " (checkpointed; the next 'sweep run' resumes it)");
         } else {
-            say(label(cell) + ": FAILED (exit " + std::to_string(code) + ") after " + took.str() + ": " + error);
             failed_.insert(cell.index);
+            say(label(cell) + ": FAILED (exit " + std::to_string(code) + ") after " + took + ": " + error);
             if (sweep_.on_failure == "abort" && !aborting_) {
                 aborting_ = true;
                 say("on_failure: abort: no new cells are started");
             }
         }
+        count_done();
     }
 
     int summarise() {
@@ -284,6 +303,7 @@ private:
     std::map<pid_t, Job> jobs_;
     std::set<int> completed_, failed_, interrupted_, elsewhere_;
     bool forwarded_ = false, aborting_ = false;
+    std::unique_ptr<util::Progress> progress_;
 };
 
 }  // namespace

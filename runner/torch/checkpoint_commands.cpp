@@ -15,6 +15,7 @@
 #include "runner/data/tokenizer.h"
 #include "runner/plan/plan.h"
 #include "runner/torch/inference.h"
+#include "runner/util/progress.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -84,6 +85,7 @@ extern "C" int l3lab_torch_eval(const char* request_json, void (*emit)(const cha
         const int64_t tokens = request.value("tokens", int64_t{0}) > 0 ? request["tokens"].get<int64_t>() : c.eval_tokens;
         l3lab::train::EvalShare share;  // one process, reading the run's row groups
         share.row_group_docs = static_cast<int>(c.data_row_group_docs);
+        share.progress.enabled = true;  // stderr: a bar on a terminal, a line every 10 s otherwise
         auto r = l3lab::train::evaluate(l.model, val, tokenizer.get(), c.batch.device_batch_size, c.model.sequence_len,
                                         tokens, l.device, share);
         if (request.value("json", false)) {
@@ -116,8 +118,16 @@ extern "C" int l3lab_torch_sample(const char* request_json, void (*emit)(const c
         options.temperature = request.value("temperature", 0.0);
         options.top_k = request.value("top_k", int64_t{0});
         options.seed = request.value("seed", uint64_t{42});
-        for (const auto& prompt : request.at("prompts"))
-            print(l3lab::train::generate(l.model, *tokenizer, prompt.get<std::string>(), options, l.device) + "\n");
+        const auto& prompts = request.at("prompts");
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            // One report per prompt: its line ends before the prompt's text is printed.
+            l3lab::util::Progress progress("sampling prompt " + std::to_string(i + 1) + " of " + std::to_string(prompts.size()),
+                                           options.max_tokens, "tokens");
+            options.on_token = [&progress](int64_t) { progress.advance(); };
+            const std::string text = l3lab::train::generate(l.model, *tokenizer, prompts[i].get<std::string>(), options, l.device);
+            progress.finish();
+            print(text + "\n");
+        }
         return 0;
     });
 }

@@ -7,6 +7,7 @@
 #include "runner/data/bpb.h"
 #include "runner/data/loader.h"
 #include "runner/util/fault.h"
+#include "runner/util/stop.h"
 
 namespace l3lab::train {
 
@@ -36,7 +37,12 @@ EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> v
     double loss_sum = 0;
     int64_t counted = 0;
     data::Batch b;
+    util::Progress progress("evaluation", steps, "batches", share.progress);
+    const int64_t stop_every = share.world_size > 1 ? kStopCheckBatches : 1;
     for (int64_t i = 0; i < steps; ++i) {
+        if (i > 0 && i % stop_every == 0 && share.stop && share.stop())
+            throw util::Interrupted(util::stop_reason() + " during the evaluation (batch " +
+                                    std::to_string(i) + " of " + std::to_string(steps) + ")");
         loader.next(b);
         at::Tensor x = to_device(b.inputs, batch, sequence_len, device);
         at::Tensor y = to_device(b.targets, batch, sequence_len, device);
@@ -47,7 +53,9 @@ EvalResult evaluate(modules::GPT& model, std::shared_ptr<const data::ShardSet> v
         if (tokenizer)
             data::accumulate_bpb({l, static_cast<size_t>(losses.numel())}, b.targets, tokenizer->token_bytes(), sums);
         if (i == 0) fault::point("eval:mid");  // test hook (docs/reliability.md)
+        progress.advance();
     }
+    progress.finish();
     if (share.sum) {  // every rank's totals; int64 counts are exact in a double up to 2^53
         std::vector<double> totals{loss_sum, static_cast<double>(counted), sums.nats, static_cast<double>(sums.bytes)};
         share.sum(totals);
@@ -90,6 +98,7 @@ std::string generate(modules::GPT& model, const data::Tokenizer& tokenizer, cons
             next = at::multinomial(probs, 1, false, generator).item<int64_t>();
         }
         generated.push_back(static_cast<int32_t>(next));
+        if (options.on_token) options.on_token(static_cast<int64_t>(generated.size()));
         if (i + 1 < room) logits = model->forward_cached(to_device({next}, 1, 1, device), cache);
     }
     return prompt + tokenizer.decode(generated);

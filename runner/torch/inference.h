@@ -12,6 +12,7 @@
 #include "modules/torch/gpt.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
+#include "runner/util/progress.h"
 
 namespace l3lab::train {
 
@@ -29,7 +30,14 @@ struct EvalShare {
     int world_size = 1;
     int row_group_docs = 1024;
     std::function<void(std::vector<double>&)> sum;  // empty: one process
+    // Asked between batches (every batch with one process, every kStopCheckBatches with several, the same
+    // batches on every rank): true abandons the evaluation with util::Interrupted. Empty: never asked.
+    std::function<bool()> stop;
+    util::ProgressOptions progress{.enabled = false, .plain_line = {}};  // `l3lab eval` and the trainer show it
 };
+
+// With several ranks the stop check is a collective: asked every this many batches.
+constexpr int64_t kStopCheckBatches = 4;
 
 // nanochat's evaluate_bpb: tokens // (batch x sequence_len x world_size) batches per rank of a fresh
 // best-fit loader over the validation shards.
@@ -42,6 +50,8 @@ struct SampleOptions {
     double temperature = 0.0;  // 0: greedy
     int64_t top_k = 0;         // 0: no top-k filter
     uint64_t seed = 42;
+    // Called after each generated token with the count so far; may throw (util::Interrupted) to stop.
+    std::function<void(int64_t)> on_token;
 };
 
 // BOS + the prompt's tokens, then up to max_tokens tokens decoded with a KV cache (the prompt's context

@@ -45,6 +45,9 @@
 #include "runner/train/peak_flops.h"
 #include "runner/util/atomic_file.h"
 #include "runner/util/fault.h"
+#include "runner/util/format.h"
+#include "runner/util/progress.h"
+#include "runner/util/stop.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -54,33 +57,29 @@ namespace l3lab::train {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// signals: the handler only sets a flag; the loop checkpoints at the next step boundary and exits 3
-
-volatile std::sig_atomic_t g_stop_signal = 0;
-
-void on_stop_signal(int signal) { g_stop_signal = signal; }
+// signals (docs/stopping.md): SIGTERM, SIGUSR1 and SIGINT set util::stop_requested(); the loop polls it at
+// step boundaries and inside evaluation, sampling, the allocation and data loading, then checkpoints and
+// exits 3. A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, reported like a full disk,
+// instead of killing the process.
 
 struct SignalGuard {
-    struct sigaction old_term {}, old_usr1 {}, old_xfsz {};
+    util::StopSignals stop;
+    struct sigaction old_xfsz {};
     SignalGuard() {
-        g_stop_signal = 0;
-        struct sigaction action {};
-        action.sa_handler = on_stop_signal;
-        sigemptyset(&action.sa_mask);
-        sigaction(SIGTERM, &action, &old_term);
-        sigaction(SIGUSR1, &action, &old_usr1);
-        // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, reported like a full disk,
-        // instead of killing the process.
         struct sigaction ignore {};
         ignore.sa_handler = SIG_IGN;
         sigaction(SIGXFSZ, &ignore, &old_xfsz);
     }
-    ~SignalGuard() {
-        sigaction(SIGTERM, &old_term, nullptr);
-        sigaction(SIGUSR1, &old_usr1, nullptr);
-        sigaction(SIGXFSZ, &old_xfsz, nullptr);
-    }
+    ~SignalGuard() { sigaction(SIGXFSZ, &old_xfsz, nullptr); }
 };
+
+// Progress of the trainer's long work on rank 0: a bar on a terminal, else plain lines in the log too.
+util::ProgressOptions progress_options(const dist::Group& group) {
+    util::ProgressOptions o;
+    o.enabled = group.is_root();
+    o.plain_line = [](const std::string& line) { log_line(line); };
+    return o;
+}
 
 std::string read_text(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
@@ -89,27 +88,8 @@ std::string read_text(const fs::path& path) {
     return buffer.str();
 }
 
-std::string fixed(double value, int digits) {
-    std::ostringstream os;
-    os.setf(std::ios::fixed);
-    os.precision(digits);
-    os << value;
-    return os.str();
-}
-
-std::string grouped(long long v) {
-    std::string digits = std::to_string(v < 0 ? -v : v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-        if (i && (digits.size() - i) % 3 == 0) out += ',';
-        out += digits[i];
-    }
-    return (v < 0 ? "-" : "") + out;
-}
-
-std::string pad5(long long v) {
-    std::string s = std::to_string(v);
-    return s.size() >= 5 ? s : std::string(5 - s.size(), '0') + s;
-}
+using util::fixed;
+using util::group_digits;
 
 // ---------------------------------------------------------------------------------------------
 // everything the loop carries from step to step, saved in every checkpoint's state.json
@@ -212,8 +192,10 @@ void open_data(Run& run) {
     }
     options.split = "train";
     run.train_shards = data::ShardSet::open(c.data_train, options);
+    fault::point("data:open");  // test hook (docs/reliability.md)
     options.split = "val";
     run.val_shards = data::ShardSet::open(c.data_val, options);
+    util::throw_if_stop_requested("opening the data");
     for (const auto* shards : {run.train_shards.get(), run.val_shards.get()})
         if (shards->vocab_size() > c.model.vocab_size)
             throw config::ConfigException({{c.where("model.vocab_size"), "model.vocab_size",
@@ -244,10 +226,16 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
                                std::to_string(l3.n_emb) + " k_max=" + std::to_string(l3.k_max) + " bos=" +
                                std::to_string(run.train_shards->bos_id()) + "\n";
     key.update(header);
-    for (long long r = 0; r < c.model.l3.sample_rows; ++r) {
-        data::Batch b = sampler.next();
-        rows.emplace_back(b.inputs.begin(), b.inputs.end());
-        key.update(rows.back().data(), rows.back().size() * sizeof(int32_t));
+    {
+        util::Progress progress("L3 allocation sample", c.model.l3.sample_rows, "rows", progress_options(run.group));
+        for (long long r = 0; r < c.model.l3.sample_rows; ++r) {
+            if (r == 1) fault::point("allocation:sample");  // test hook (docs/reliability.md)
+            util::throw_if_stop_requested("the L3 allocation (reading its sample)");
+            data::Batch b = sampler.next();
+            rows.emplace_back(b.inputs.begin(), b.inputs.end());
+            key.update(rows.back().data(), rows.back().size() * sizeof(int32_t));
+            progress.advance();
+        }
     }
     const std::string sha = key.hex_digest();
     const fs::path cache = fs::path(c.output_dir) / ".cache" / ("l3-allocation-" + sha.substr(0, 16) + ".json");
@@ -261,10 +249,16 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
         }
     }
     if (counts.empty()) {
+        util::Progress progress("L3 allocation (" + c.model.l3.allocation + ")", 0, "tokens", progress_options(run.group));
+        const l3::AllocationProgress on_progress = [&progress](int64_t tokens) {
+            progress.set(tokens);
+            util::throw_if_stop_requested("the L3 allocation");
+        };
         l3::Allocation a = c.model.l3.allocation == "lzw"
                                ? l3::lzw_allocation(l3::split_at_bos(rows, static_cast<int32_t>(run.train_shards->bos_id())),
-                                                    c.model.vocab_size, l3.n_emb, l3.k_max)
-                               : l3::frequency_allocation(rows, c.model.vocab_size, l3.n_emb, l3.k_max);
+                                                    c.model.vocab_size, l3.n_emb, l3.k_max, on_progress)
+                               : l3::frequency_allocation(rows, c.model.vocab_size, l3.n_emb, l3.k_max, on_progress);
+        progress.finish();
         for (const auto& w : a.warnings) log_warning("L3 allocation: " + w);
         counts = a.rows;
         if (run.group.is_root()) {  // every rank computes the same allocation from the same sample
@@ -274,7 +268,7 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
     }
     run.allocation_sha256 = sha;
     const double weighted = l3::rows_per_occurrence(counts, rows);
-    log_line("L3 allocation (" + c.model.l3.allocation + "): " + grouped(l3.n_emb) + " rows, k_max " +
+    log_line("L3 allocation (" + c.model.l3.allocation + "): " + group_digits(l3.n_emb) + " rows, k_max " +
              std::to_string(l3.k_max) + ", " + fixed(weighted, 1) + " rows per token occurrence on the sample (" +
              fixed(static_cast<double>(l3.n_emb) / static_cast<double>(c.model.vocab_size), 1) + " if uniform)");
     return l3::bounds_from_allocation(counts);
@@ -445,17 +439,33 @@ EvalResult evaluate(Run& run) {
     share.rank = run.group.rank();
     share.world_size = run.group.world_size();
     share.row_group_docs = static_cast<int>(c.data_row_group_docs);
-    if (run.group.world_size() > 1)
+    if (run.group.world_size() > 1) {
         share.sum = [&run](std::vector<double>& totals) { run.group.sum(totals, "summing the validation totals"); };
+        share.stop = [&run] { return run.group.any(util::stop_requested(), "sharing the stop signal (evaluation)"); };
+    } else {
+        share.stop = [] { return util::stop_requested(); };
+    }
+    share.progress = progress_options(run.group);
     return train::evaluate(run.model, run.val_shards, run.tokenizer.get(), c.batch.device_batch_size,
                            c.model.sequence_len, c.eval_tokens, run.device, share);
 }
 
+// Throws util::Interrupted when a stop signal arrives while it generates (the step's samples are then
+// redone by the resume).
 void write_samples(Run& run, long long step) {
     if (!run.tokenizer || !run.group.is_root()) return;  // rank 0 alone samples, as the reference
-    for (const auto& prompt : run.config.sample_prompts) {
+    const auto& prompts = run.config.sample_prompts;
+    util::Progress progress("samples at step " + std::to_string(step),
+                            static_cast<int64_t>(prompts.size()) * run.config.sample_max_tokens, "tokens",
+                            progress_options(run.group));
+    for (const auto& prompt : prompts) {
         SampleOptions options;
         options.max_tokens = run.config.sample_max_tokens;  // greedy, as the reference's samples
+        options.on_token = [&progress](int64_t generated) {
+            if (generated == 1) fault::point("sample:mid");  // test hook (docs/reliability.md)
+            util::throw_if_stop_requested("sampling");
+            progress.advance();
+        };
         const std::string text = generate(run.model, *run.tokenizer, prompt, options, run.device);
         log_line(text);
         run.metrics->sample({step, prompt, text});
@@ -463,6 +473,44 @@ void write_samples(Run& run, long long step) {
 }
 
 // --- the loop -----------------------------------------------------------------------------------
+
+// Once in a while: validation bpb (at step 0, every eval.every, at the end) and greedy samples (every
+// sample.every, at the end). Returns whether either ran; util::Interrupted when a stop signal came.
+bool evaluate_and_sample(Run& run, LoopState& state, bool last_step) {
+    const auto& c = run.config;
+    bool ran = false;
+    if (last_step || state.step == 0 || (c.eval_every > 0 && state.step % c.eval_every == 0)) {
+        ran = true;
+        EvalResult r = evaluate(run);
+        state.val_bpb = run.tokenizer ? r.bpb : r.loss;
+        if (run.tokenizer) {
+            state.min_val_bpb = std::min(state.min_val_bpb, r.bpb);
+            log_line("Step " + util::zero_padded(state.step, 5) + " | Validation bpb: " + fixed(r.bpb, 6));
+        } else {
+            log_line("Step " + util::zero_padded(state.step, 5) + " | Validation loss: " + fixed(r.loss, 6));
+        }
+        metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
+        if (run.metrics) run.metrics->val(v);
+    }
+    if (last_step || (c.sample_every > 0 && state.step > 0 && state.step % c.sample_every == 0)) {
+        ran = true;
+        write_samples(run, state.step);
+    }
+    return ran;
+}
+
+// A stop signal: checkpoint the state at this step boundary (the loader state before the pending batch)
+// and exit 3. The checkpoint is complete before STATUS says "interrupted".
+int stop_run(Run& run, const LoopState& state, const data::LoaderState& pending_state) {
+    log_line(util::stop_reason() + ": checkpointing at step " + std::to_string(state.step));
+    save_checkpoint(run, state, pending_state);
+    if (!run.group.is_root()) return 3;
+    run.metrics->close();
+    run::write_status(run.request.run_dir, {"interrupted", state.step, 3, ""});
+    log_line("stopped at step " + std::to_string(state.step) + " (exit 3): `l3lab resume " + run.request.run_dir +
+             "` continues from here");
+    return 3;
+}
 
 int train_loop(Run& run) {
     const auto& c = run.config;
@@ -496,7 +544,7 @@ int train_loop(Run& run) {
     if (run.request.resume) wo.resume_at_step = state.step;
     if (run.group.is_root()) run.metrics = std::make_unique<metrics::MetricsWriter>(run.request.run_dir, attrs, wo);
 
-    log_line("training " + std::to_string(num_iterations) + " steps of " + grouped(p.total_batch_size) + " tokens (" +
+    log_line("training " + std::to_string(num_iterations) + " steps of " + group_digits(p.total_batch_size) + " tokens (" +
              std::to_string(p.grad_accum_steps) + " x " + std::to_string(B) + " x " + std::to_string(T) + ") on " +
              run.device_name);
 
@@ -512,33 +560,33 @@ int train_loop(Run& run) {
         const double flops_so_far = static_cast<double>(flops_per_token) * static_cast<double>(p.total_batch_size) *
                                     static_cast<double>(state.step);
 
+        // A stop signal (docs/stopping.md): checkpoint at this step boundary and exit 3 (safe to resume).
+        // Every rank stops at the same step: one that got the signal tells the others.
+        if (run.group.any(util::stop_requested(), "sharing the stop signal")) return stop_run(run, state, pending_state);
+
         // The final checkpoint comes before the final evaluation, so an eval failure cannot lose the run.
         if (last_step) save_checkpoint(run, state, pending_state);
+        bool paused = last_step;  // long work ran at this boundary: a signal that came meanwhile stops here
 
-        // once in a while: validation bpb (at step 0, every eval.every, at the end)
-        if (last_step || state.step == 0 || (c.eval_every > 0 && state.step % c.eval_every == 0)) {
-            EvalResult r = evaluate(run);
-            state.val_bpb = run.tokenizer ? r.bpb : r.loss;
-            if (run.tokenizer) {
-                state.min_val_bpb = std::min(state.min_val_bpb, r.bpb);
-                log_line("Step " + pad5(state.step) + " | Validation bpb: " + fixed(r.bpb, 6));
-            } else {
-                log_line("Step " + pad5(state.step) + " | Validation loss: " + fixed(r.loss, 6));
-            }
-            metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
-            if (run.metrics) run.metrics->val(v);
+        try {
+            paused |= evaluate_and_sample(run, state, last_step);
+        } catch (const util::Interrupted& stop) {  // this step's evaluation or samples are redone on resume
+            paused = true;
+            log_line(std::string("stopping: ") + stop.what() + " (abandoned; the resume redoes it)");
         }
-
-        // once in a while: greedy samples (every sample.every, at the end)
-        if (last_step || (c.sample_every > 0 && state.step > 0 && state.step % c.sample_every == 0))
-            write_samples(run, state.step);
 
         // checkpoint every checkpoint.every steps (not at the step a resume started from)
         if (!last_step && state.step > 0 && c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0 &&
-            resume_step != state.step)
+            resume_step != state.step) {
+            paused = true;
             save_checkpoint(run, state, pending_state);
+        }
+        if (paused && run.group.any(util::stop_requested(), "sharing the stop signal"))
+            return stop_run(run, state, pending_state);
 
         if (last_step) break;
+        if (fault::at("step:error", state.step))  // test hook: this rank fails alone (docs/reliability.md)
+            throw std::runtime_error("injected failure at step " + std::to_string(state.step) + " (L3LAB_FAULT step:error)");
 
         // one training step: gradient accumulation over micro-batches, then the optimizer
         const auto t0 = std::chrono::steady_clock::now();
@@ -552,6 +600,15 @@ int train_loop(Run& run) {
             fault::point("step:after-backward");
             pending_state = run.loader->state();
             run.loader->next(batch);
+            // One process with gradient accumulation: a long step is abandoned between micro-batches; the
+            // checkpoint holds the state before it, so the resume redoes it whole. (Several ranks stop at the
+            // next step boundary: agreeing between micro-batches would cost a collective each.)
+            if (micro + 1 < p.grad_accum_steps && run.group.world_size() == 1 && util::stop_requested()) {
+                log_line("stopping: " + util::stop_reason() + " during step " +
+                         std::to_string(state.step) + " (abandoned between micro-batches; the resume redoes it)");
+                run.optimizer->zero_grad();
+                return stop_run(run, state, step_start_state);
+            }
         }
         // The numerical guard (docs/reliability.md): a step with a NaN or inf in its loss or gradients is
         // never applied. It is skipped while train.skip_nonfinite_steps allows; otherwise the run saves the
@@ -610,9 +667,9 @@ int train_loop(Run& run) {
             const double avg = state.total_training_time / static_cast<double>(state.step - 10);
             eta = " | eta: " + fixed(static_cast<double>(num_iterations - state.step) * avg / 60.0, 1) + "m";
         }
-        log_line("step " + pad5(state.step) + "/" + pad5(num_iterations) + " (" + fixed(pct_done, 2) + "%) | loss: " +
+        log_line("step " + util::zero_padded(state.step, 5) + "/" + util::zero_padded(num_iterations, 5) + " (" + fixed(pct_done, 2) + "%) | loss: " +
                  fixed(debiased, 6) + " | lrm: " + fixed(lrm, 2) + " | dt: " + fixed(dt * 1000, 2) + "ms | tok/sec: " +
-                 grouped(static_cast<long long>(tok_per_sec)) + " | mfu: " + fixed(mfu, 2) + " | epoch: " +
+                 group_digits(static_cast<long long>(tok_per_sec)) + " | mfu: " + fixed(mfu, 2) + " | epoch: " +
                  std::to_string(batch.epoch) + " | total time: " + fixed(state.total_training_time / 60.0, 2) + "m" + eta);
         metrics::TrainRecord rec;
         rec.step = state.step;
@@ -636,17 +693,6 @@ int train_loop(Run& run) {
             last_status = std::chrono::steady_clock::now();
         }
 
-        // A stop signal: checkpoint at this step boundary and exit 3 (safe to resume). Every rank stops at
-        // the same step: one that got the signal tells the others.
-        if (state.step < num_iterations && run.group.any(g_stop_signal != 0, "sharing the stop signal")) {
-            log_line((g_stop_signal ? "signal " + std::to_string(g_stop_signal) : std::string("a stop signal on another rank")) +
-                     ": checkpointing at step " + std::to_string(state.step));
-            save_checkpoint(run, state, pending_state);
-            if (!run.group.is_root()) return 3;
-            run.metrics->close();
-            run::write_status(run.request.run_dir, {"interrupted", state.step, 3, ""});
-            return 3;
-        }
     }
 
     // summary: a missing final metric marks the run failed, never zero (rank 0 writes it)
@@ -710,9 +756,35 @@ static void record_failure(const std::string& run_dir, const run::Status& status
     if (!problem.empty()) log_line("error: STATUS not updated: " + problem);
 }
 
+// A fatal error: every rank prints it (docs/distributed.md: prefixed with its rank), tells the others
+// through the rendezvous store why it stops, and rank 0 records it in STATUS. Returns `code`.
+static int fail(const std::string& run_dir, int code, const std::vector<std::string>& lines) {
+    std::string message;  // for STATUS and the other ranks: the lines without their "error: "
+    for (const auto& line : lines) {
+        log_error(line);
+        message += (message.empty() ? "" : "\n") + (line.rfind("error: ", 0) == 0 ? line.substr(7) : line);
+    }
+    if (dist::active()) {
+        dist::report_fatal(message);
+        // A collective that failed outside dist::Group (the optimizer's) does not name the rank that went
+        // away: add what the others reported, if anything.
+        if (code == 1 && message.find(" failed: ") == std::string::npos)
+            if (const std::string others = dist::reported_failures(); !others.empty()) {
+                log_error("error: " + others);
+                message += "\n" + others;
+            }
+    }
+    if (dist::rank() == 0) {
+        auto status = run::read_status(run_dir);
+        record_failure(run_dir, {"failed", code == 2 ? 0 : (status ? status->step : 0), code, message});
+    }
+    return code;
+}
+
 int run_training(const TrainRequest& request) {
     SignalGuard signals;
     const bool root = dist::rank() == 0;  // rank 0 alone writes train.log and STATUS
+    set_log_rank(dist::rank(), dist::world_size());
     if (root) {
         try {
             open_log(request.run_dir);
@@ -721,8 +793,6 @@ int run_training(const TrainRequest& request) {
             record_failure(request.run_dir, {"failed", 0, 1, e.what()});
             return 1;
         }
-    } else {
-        set_log_rank(dist::rank());
     }
     Run run;
     run.request = request;
@@ -735,21 +805,20 @@ int run_training(const TrainRequest& request) {
         build_optimizer(run);  // phase 4
         record_device_in_provenance(run);
         code = train_loop(run);  // phase 5
+    } catch (const util::Interrupted& stop) {
+        // Before the loop (data, allocation): nothing trained, nothing to save; the resume starts over.
+        log_line(std::string("stopping: ") + stop.what() + " (abandoned before step 0; the resume starts from the beginning)");
+        if (root) record_failure(request.run_dir, {"interrupted", 0, 3, ""});
+        code = 3;
     } catch (const c10::Error& e) {
         // libtorch's own errors carry a C++ backtrace in what(); the message alone is what users need.
-        log_line(std::string("error: ") + e.what_without_backtrace());
-        auto status = run::read_status(request.run_dir);
-        if (root) record_failure(request.run_dir, {"failed", status ? status->step : 0, 1, e.what_without_backtrace()});
-        code = 1;
+        code = fail(request.run_dir, 1, {std::string("error: ") + e.what_without_backtrace()});
     } catch (const config::ConfigException& e) {
-        for (const auto& err : e.errors()) log_line(err.str());
-        if (root) record_failure(request.run_dir, {"failed", 0, 2, e.what()});
-        code = 2;
+        std::vector<std::string> lines;
+        for (const auto& err : e.errors()) lines.push_back(err.str());
+        code = fail(request.run_dir, 2, lines);
     } catch (const std::exception& e) {
-        log_line(std::string("error: ") + e.what());
-        auto status = run::read_status(request.run_dir);
-        if (root) record_failure(request.run_dir, {"failed", status ? status->step : 0, 1, e.what()});
-        code = 1;
+        code = fail(request.run_dir, 1, {std::string("error: ") + e.what()});
     }
     close_log();
     return code;
