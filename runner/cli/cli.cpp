@@ -4,6 +4,7 @@
 
 #include "runner/cli/commands.h"
 #include "runner/config/errors.h"
+#include "runner/dist/launch_env.h"
 #include "runner/version.h"
 
 namespace po = boost::program_options;
@@ -22,6 +23,16 @@ static void print_help(std::ostream& out) {
         out << "  " << c.name << std::string(width - std::string(c.name).size() + 3, ' ') << c.summary << "\n";
     out << "\nExit codes: 0 success, 1 runtime failure, 2 usage or config error, 3 interrupted after a checkpoint.\n"
            "Run 'l3lab <command> --help' for a command's options.\n";
+}
+
+// In a data-parallel launch every rank prints its own errors: "[rank R] " tells them apart.
+static std::string rank_prefix() {
+    try {
+        const dist::LaunchEnv env = dist::read_launch_env();
+        return env.distributed() ? "[rank " + std::to_string(env.rank) + "] " : "";
+    } catch (const std::exception&) {
+        return "";  // an inconsistent launcher environment is itself the error being reported
+    }
 }
 
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -59,11 +70,12 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
         return kUsageOrConfigError;
     } catch (const config::ConfigException& e) {
         const auto& errors = e.errors();
-        for (const auto& error : errors) err << error.str() << "\n";
-        err << errors.size() << (errors.size() == 1 ? " error" : " errors") << " in the configuration; nothing was run.\n";
+        const std::string rank = rank_prefix();
+        for (const auto& error : errors) err << rank << error.str() << "\n";
+        err << rank << errors.size() << (errors.size() == 1 ? " error" : " errors") << " in the configuration; nothing was run.\n";
         return kUsageOrConfigError;
     } catch (const std::exception& e) {
-        err << "l3lab: error: " << e.what() << "\n";
+        err << rank_prefix() << "l3lab: error: " << e.what() << "\n";
         return kRuntimeFailure;
     }
 }

@@ -66,7 +66,7 @@ std::string self_executable() {
 // What the failed process said last, from its log after `offset`: its last three lines, without the
 // closing "N errors in the configuration" count (a refused config prints its located errors above it).
 std::string attempt_error(const std::string& log, std::streamoff offset) {
-    static const std::regex count_line(R"(^\d+ errors? in the configuration.*)");
+    static const std::regex count_line(R"(^(\[rank \d+\] )?\d+ errors? in the configuration.*)");
     std::ifstream in(log, std::ios::binary);
     in.seekg(offset);
     std::deque<std::string> last;
