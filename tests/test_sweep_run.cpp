@@ -106,7 +106,9 @@ TEST_F(SweepRun, RunInterruptResumeCollectFit) {
     sweep::Sweep s = sweep::load_sweep(file);
 
     // Interrupt once a cell has completed and the next ones are training (past their first checkpoint).
-    pid_t pid = test::spawn_l3lab({"sweep", "run", file, "--jobs", "2"}, log("e2e-run1"));
+    // Progress lines every 0.5 s (docs/progress.md): the supervisor's count of cells, on its clock.
+    pid_t pid = test::spawn_l3lab({"sweep", "run", file, "--jobs", "2"}, log("e2e-run1"),
+                                  [] { setenv("L3LAB_PROGRESS_INTERVAL", "0.5", 1); });
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
     bool interrupted = false;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -127,6 +129,8 @@ TEST_F(SweepRun, RunInterruptResumeCollectFit) {
     ASSERT_EQ(test::wait_exit(pid), 3) << test::slurp(log("e2e-run1"));
     const std::string first = test::slurp(log("e2e-run1"));
     EXPECT_NE(first.find("asking"), std::string::npos) << first;
+    EXPECT_NE(first.find("sweep e2e: "), std::string::npos) << first;
+    EXPECT_NE(first.find("/12 cells, "), std::string::npos) << first;
 
     std::map<int, size_t> completed_before;
     std::vector<int> interrupted_cells;
@@ -171,6 +175,11 @@ TEST_F(SweepRun, RunInterruptResumeCollectFit) {
     auto third = test::run_cli({"sweep", "run", file});
     EXPECT_EQ(third.code, 0);
     EXPECT_EQ(count(third.out, "completed, skipped"), 12) << third.out;
+
+    // The sweep directory is a TensorBoard log directory of 12 runs, one per cell (docs/tracking.md).
+    const test::ToolResult logdir = test::run_python_tool(
+        "tools/tensorboard/check_events.py", {"--logdir", s.sweep_dir(), "--runs", "12"});
+    EXPECT_EQ(logdir.code, 0) << logdir.output;
 
     // collect: one row per cell, every number present.
     auto collect = test::run_cli({"sweep", "collect", file});

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -67,6 +68,29 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
     int code = cli::run(args, out, err);
     return {code, out.str(), err.str()};
 }
+
+#ifdef L3LAB_PYTHON
+struct ToolResult {
+    int code;
+    std::string output;  // stdout and stderr together
+};
+
+// Runs the project's Python tool `script` (relative to the source tree) with the .venv's python, which
+// has the PyPI packages the tools need (tensorboard, torch).
+inline ToolResult run_python_tool(const std::string& script, const std::vector<std::string>& args) {
+    std::string command = std::string(L3LAB_PYTHON) + " '" + (kSourceDir / script).string() + "'";
+    for (const auto& a : args) command += " '" + a + "'";
+    command += " 2>&1";
+    ToolResult r{-1, ""};
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (!pipe) return r;
+    char buf[4096];
+    while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
+    const int status = ::pclose(pipe);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+#endif
 
 #ifdef L3LAB_BINARY
 // Starts the real executable with `args`, stdout and stderr to `log` (truncated); returns the pid.

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything l3lab needs on a fresh Debian 12 machine, and nothing when it is all present.
 #   - Debian -dev packages (apt-get) for the C++ libraries and tools
-#   - libtorch from PyPI's torch wheel, pinned, inside the project-local virtualenv .venv/
+#   - libtorch from PyPI's torch wheel, pinned, inside the project-local virtualenv .venv/, with the
+#     tensorboard wheel beside it (the tests read l3lab's event files with TensorBoard's own reader, and
+#     `.venv/bin/tensorboard --logdir runs` shows them)
 # Idempotent: a second run checks a stamp and the package list and returns in well under 5 seconds.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TORCH_VERSION="2.11.0"
+TENSORBOARD_VERSION="2.21.0"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.l3lab-bootstrap"
 
@@ -17,6 +20,8 @@ DEBIAN_PACKAGES=(
   libhdf5-dev
   libspdlog-dev libfmt-dev
   nlohmann-json3-dev
+  # TensorBoard event files (docs/tracking.md): protobuf-c and its compiler (Boost.CRC comes with Boost)
+  libprotobuf-c-dev protobuf-c-compiler
   libssl-dev
   libsentencepiece-dev
   libgtest-dev libgmock-dev
@@ -63,7 +68,8 @@ python_for_venv() {
 }
 
 install_torch() {
-  if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "torch==$TORCH_VERSION" ]] && [[ -x "$VENV/bin/python" ]]; then
+  local want="torch==$TORCH_VERSION tensorboard==$TENSORBOARD_VERSION"
+  if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$want" ]] && [[ -x "$VENV/bin/python" ]]; then
     return 0
   fi
   local py
@@ -76,10 +82,12 @@ install_torch() {
     log "creating $VENV with $py"
     "$py" -m venv "$VENV"
   fi
-  log "installing torch==$TORCH_VERSION into $VENV (a few GB on the first run)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" numpy safetensors pyyaml
+  log "installing $want into $VENV (a few GB on the first run)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
+    "tensorboard==$TENSORBOARD_VERSION" numpy safetensors pyyaml
   "$VENV/bin/python" -c "import torch, sys; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__"
-  echo "torch==$TORCH_VERSION" > "$STAMP"
+  "$VENV/bin/python" -c "import tensorboard; assert tensorboard.__version__ == '$TENSORBOARD_VERSION', tensorboard.__version__"
+  echo "$want" > "$STAMP"
 }
 
 install_debian_packages

@@ -164,7 +164,7 @@ bool resumable_change(const std::string& key) {
     static const char* allowed[] = {"eval.every",      "eval.tokens",           "sample.every",
                                     "sample.prompts",  "sample.max_tokens",     "checkpoint.every",
                                     "checkpoint.keep_last", "batch.device_batch_size", "device_peak_flops",
-                                    "distributed.timeout_s", "train.skip_nonfinite_steps"};
+                                    "distributed.timeout_s", "train.skip_nonfinite_steps", "tracking.tensorboard"};
     for (const char* a : allowed)
         if (key == a) return true;
     return false;

@@ -214,6 +214,7 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.data_row_group_docs = get_int(tree, "data.row_group_docs");
     e.output_dir = get_string(tree, "output.dir");
     e.distributed_timeout_s = get_float(tree, "distributed.timeout_s");
+    e.tracking_tensorboard = get_bool(tree, "tracking.tensorboard");
     e.tree = std::move(tree);
 
     check_cross_fields(e, errors);

@@ -105,6 +105,7 @@ struct Experiment {
     std::string data_tokenizer, data_train, data_val, output_dir;
     long long data_row_group_docs = 1024;  // documents per row group (the reference's parquet row groups)
     double distributed_timeout_s = 600;    // how long a collective waits for a dead or hung rank
+    bool tracking_tensorboard = true;      // TensorBoard event files in <run>/tb/
 
     // Where a key's value came from, for errors found after loading (plan, model options).
     Location where(const std::string& key) const;

@@ -155,6 +155,8 @@ const Schema& experiment_schema() {
              "documents per row group; rank r of W reads row groups r, r+W, ... (the reference's parquet row groups)",
              {}, {}, 1, 1e9});
         add({"output.dir", T::String, "runs", "runs go to <dir>/<name>/<timestamp>-<hash>/"});
+        add({"tracking.tensorboard", T::Bool, "true",
+             "TensorBoard event files in <run>/tb/, appended live (docs/tracking.md)"});
         add({"distributed.timeout_s", T::Float, "600",
              "data-parallel runs: seconds a collective may wait before a dead or hung rank ends the run "
              "(docs/distributed.md)", {}, {}, 0.1, 1e7});

@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "runner/metrics/columns.h"
 #include "runner/metrics/h5view.h"
 #include "runner/metrics/sidecar.h"
+#include "runner/metrics/tensorboard.h"
 #include "runner/util/fault.h"
 
 namespace l3lab::metrics {
@@ -23,6 +26,21 @@ MetricsError::MetricsError(const fs::path& path, const std::string& problem)
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double wall_clock() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A kept sidecar record with the wall time its line carries (0 for lines written before it did).
+TimedRecord timed(const Record& record, std::string_view line) {
+    TimedRecord t;
+    if (auto* r = std::get_if<TrainRecord>(&record)) t.kind = TimedRecord::Kind::Train, t.train = *r;
+    else if (auto* v = std::get_if<ValRecord>(&record)) t.kind = TimedRecord::Kind::Val, t.val = *v;
+    else t.kind = TimedRecord::Kind::Sample, t.sample = std::get<Sample>(record);
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("wall_time") && j["wall_time"].is_number()) t.wall_time = j["wall_time"].get<double>();
+    return t;
+}
 
 // An exclusive flock on RUN_DIR/metrics.lock, which holds the owner's pid. The kernel drops the lock when
 // the owner dies, SIGKILL included, so a crashed writer never blocks the next one.
@@ -103,6 +121,7 @@ struct MetricsWriter::Impl {
     RunLock lock;
     std::unique_ptr<SidecarAppender> sidecar;
     std::unique_ptr<H5View> view;  // null once an HDF5 failure has been reported
+    std::unique_ptr<TensorBoardWriter> tb;  // null without options.tensorboard, or after a failure
 
     // Records since the last flush: as sidecar lines and as rows for the view.
     std::string pending_lines;
@@ -126,8 +145,22 @@ struct MetricsWriter::Impl {
         last = step;
     }
 
+    // The TensorBoard view is a convenience: a failure (a full disk) is reported once on stderr and the
+    // view abandoned; the sidecar, the source of truth, goes on, and the next open rebuilds the view.
+    template <class F>
+    void to_tensorboard(F&& write) {
+        if (!tb) return;
+        try {
+            write(*tb);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "warning: TensorBoard events no longer written: %s\n", e.what());
+            tb.reset();
+        }
+    }
+
     void flush() {
         last_flush = Clock::now();
+        to_tensorboard([](TensorBoardWriter& w) { w.flush(); });
         if (pending_lines.empty()) return;
         sidecar->append_durably(pending_lines);  // on failure everything stays pending, for a retry
         pending_lines.clear();
@@ -157,6 +190,7 @@ MetricsWriter::MetricsWriter(const fs::path& run_dir, const Attributes& attribut
     MetricsLog log;
     log.attributes = {clean_utf8(attributes.config_yaml), clean_utf8(attributes.provenance_json)};
     std::string text = header_line(log.attributes);
+    std::vector<TimedRecord> kept;  // for the TensorBoard view
     if (options.resume_at_step) {
         const int64_t k = *options.resume_at_step;
         impl->min_step = k;
@@ -164,6 +198,7 @@ MetricsWriter::MetricsWriter(const fs::path& run_dir, const Attributes& attribut
             parse_sidecar(impl->sidecar_path, [&](Record&& record, std::string_view line) {
                 if (step_of(record) >= k) return;  // the resumed loop logs it again
                 text.append(line).push_back('\n');
+                if (options.tensorboard) kept.push_back(timed(record, line));
                 add(log, std::move(record));
             });
         }
@@ -175,6 +210,7 @@ MetricsWriter::MetricsWriter(const fs::path& run_dir, const Attributes& attribut
     if (options.resume_at_step) fault::point("metrics:resume-rewrite");  // the sidecar is cut, the view is stale
     impl->sidecar = std::make_unique<SidecarAppender>(impl->sidecar_path);
     impl->view = build_view(impl->view_path, log, /*swmr=*/true);
+    if (options.tensorboard) impl->tb = std::make_unique<TensorBoardWriter>(run_dir / kTensorBoardDir, log.attributes, kept);
 
     if (!log.train.empty()) impl->last_train = log.train.back().step;
     if (!log.val.empty()) impl->last_val = log.val.back().step;
@@ -213,8 +249,13 @@ void MetricsWriter::train(const TrainRecord& record) {
     for (const TrainColumn& c : kTrainColumns)
         if (auto* member = std::get_if<double TrainRecord::*>(&c.member)) r.*(*member) = finite_or_nan(r.*(*member));
     m.check_step("train", r.step, m.last_train, /*strictly=*/true);
-    m.pending_lines += record_line(r);
+    const double now = wall_clock();
+    m.pending_lines += record_line(r, now);
     m.pending_train.push_back(r);
+    m.to_tensorboard([&](TensorBoardWriter& tb) {
+        tb.train(r, now);
+        tb.flush_every(m.options.tensorboard_flush_interval);
+    });
     if (Clock::now() - m.last_flush >= m.options.flush_interval) m.flush();
 }
 
@@ -223,8 +264,10 @@ void MetricsWriter::val(const ValRecord& record) {
     ValRecord r{record.step, finite_or_nan(record.bpb), record.loss};
     if (r.loss && !std::isfinite(*r.loss)) r.loss.reset();
     m.check_step("val", r.step, m.last_val, /*strictly=*/true);
-    m.pending_lines += record_line(r);
+    const double now = wall_clock();
+    m.pending_lines += record_line(r, now);
     m.pending_val.push_back(r);
+    m.to_tensorboard([&](TensorBoardWriter& tb) { tb.val(r, now); });
     m.flush();
 }
 
@@ -232,7 +275,9 @@ void MetricsWriter::sample(const Sample& sample) {
     Impl& m = live();
     Sample s{sample.step, clean_utf8(sample.prompt), clean_utf8(sample.text)};
     m.check_step("sample", s.step, m.last_sample, /*strictly=*/false);
-    m.pending_lines += record_line(s);
+    const double now = wall_clock();
+    m.pending_lines += record_line(s, now);
+    m.to_tensorboard([&](TensorBoardWriter& tb) { tb.sample(s, now); });
     m.pending_samples.push_back(std::move(s));
     m.flush();
 }

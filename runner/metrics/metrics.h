@@ -86,6 +86,10 @@ struct WriterOptions {
     // k = 0 starts over. Checkpoint saving must flush() first so that no step below k is missing.
     std::optional<int64_t> resume_at_step;
     std::chrono::milliseconds flush_interval{10'000};
+    // TensorBoard event files in <run_dir>/tb (docs/tracking.md): rebuilt from the kept records at open,
+    // then appended to as records arrive, written at least every tensorboard_flush_interval.
+    bool tensorboard = false;
+    std::chrono::milliseconds tensorboard_flush_interval{2'000};
 };
 
 // The one writer of a run directory's metrics (rank 0). Opening takes an exclusive flock on

@@ -102,7 +102,7 @@ std::string header_line(const Attributes& attributes) {
     return dump_line(j);
 }
 
-std::string record_line(const Record& record) {
+std::string record_line(const Record& record, double wall_time) {
     ordered_json j;
     if (auto* r = std::get_if<TrainRecord>(&record)) {
         j["kind"] = "train";
@@ -119,6 +119,7 @@ std::string record_line(const Record& record) {
         j["prompt"] = s.prompt;
         j["text"] = s.text;
     }
+    if (wall_time > 0) j["wall_time"] = wall_time;
     return dump_line(j);
 }
 

@@ -22,7 +22,8 @@ int64_t step_of(const Record& record);
 
 // Each line ends with '\n'.
 std::string header_line(const Attributes& attributes);
-std::string record_line(const Record& record);
+// `wall_time` (seconds since the epoch, > 0) is kept in the line for the TensorBoard view's rebuilds.
+std::string record_line(const Record& record, double wall_time = 0);
 
 // Calls `on_record(record, line)` for every complete record line (the line without its '\n'), in file
 // order, and returns the header's attributes. Lines of a kind this version does not know are skipped.

@@ -143,6 +143,7 @@ struct Run {
     std::unique_ptr<optim::DistMuonAdamW> optimizer;
     std::unique_ptr<metrics::MetricsWriter> metrics;
     std::string allocation_sha256;
+    std::string allocation_summary;  // the allocation's log line(s), for provenance.json and TensorBoard
     std::optional<long long> saved_step;  // the step of the checkpoint last saved or loaded
 };
 
@@ -268,9 +269,11 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
     }
     run.allocation_sha256 = sha;
     const double weighted = l3::rows_per_occurrence(counts, rows);
-    log_line("L3 allocation (" + c.model.l3.allocation + "): " + group_digits(l3.n_emb) + " rows, k_max " +
-             std::to_string(l3.k_max) + ", " + fixed(weighted, 1) + " rows per token occurrence on the sample (" +
-             fixed(static_cast<double>(l3.n_emb) / static_cast<double>(c.model.vocab_size), 1) + " if uniform)");
+    const std::string summary = "L3 allocation (" + c.model.l3.allocation + "): " + group_digits(l3.n_emb) + " rows, k_max " +
+                                std::to_string(l3.k_max) + ", " + fixed(weighted, 1) + " rows per token occurrence on the sample (" +
+                                fixed(static_cast<double>(l3.n_emb) / static_cast<double>(c.model.vocab_size), 1) + " if uniform)";
+    log_line(summary);
+    run.allocation_summary += (run.allocation_summary.empty() ? "" : "\n") + summary;
     return l3::bounds_from_allocation(counts);
 }
 
@@ -542,6 +545,7 @@ int train_loop(Run& run) {
                               read_text(fs::path(run.request.run_dir) / "provenance.json")};
     metrics::WriterOptions wo;
     if (run.request.resume) wo.resume_at_step = state.step;
+    wo.tensorboard = c.tracking_tensorboard;
     if (run.group.is_root()) run.metrics = std::make_unique<metrics::MetricsWriter>(run.request.run_dir, attrs, wo);
 
     log_line("training " + std::to_string(num_iterations) + " steps of " + group_digits(p.total_batch_size) + " tokens (" +
@@ -738,6 +742,7 @@ void record_device_in_provenance(const Run& run) {
     p["data_manifest"] = run.train_shards->manifest_path();
     p["data_fingerprint"] = run.train_shards->fingerprint();
     p["l3_allocation_sha256"] = run.allocation_sha256;
+    if (!run.allocation_summary.empty()) p["l3_allocation"] = run.allocation_summary;
     p["world_size"] = run.group.world_size();
     p["rank"] = run.group.rank();  // the rank that wrote this file
     if (dist::active()) {

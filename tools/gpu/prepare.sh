@@ -2,7 +2,7 @@
 # Prepares, on a networked Debian 12 (amd64) machine, what tools/gpu/check.sh needs on a GPU machine that
 # has no internet (docs/cuda.md):
 #   debs/        the Debian 12 .deb files l3lab builds against (yaml-cpp, Boost.Program_options, HDF5,
-#                spdlog, fmt, nlohmann-json, OpenSSL, SentencePiece, GoogleTest, pkg-config, ccache,
+#                spdlog, fmt, nlohmann-json, OpenSSL, SentencePiece, protobuf-c, GoogleTest, pkg-config, ccache,
 #                ninja) and the runtime libraries they load, resolved with apt-cache and fetched with
 #                `apt-get download` (no root needed). Not included: what every machine that compiles
 #                CUDA code has (libc, libstdc++, gcc's runtime libraries, zlib) - check.sh says so if one
@@ -28,7 +28,7 @@ log() { printf '[prepare] %s\n' "$*" >&2; }
 # What l3lab's CMake looks for (tools/bootstrap.sh's list, less the toolchain and the Python packages).
 DEV_PACKAGES=(
   libyaml-cpp-dev libboost-program-options-dev libhdf5-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libssl-dev libsentencepiece-dev libgtest-dev libgmock-dev
+  libssl-dev libsentencepiece-dev libgtest-dev libgmock-dev libprotobuf-c-dev protobuf-c-compiler
   pkg-config ccache ninja-build
 )
 # Dependencies of the -dev packages that building l3lab never touches: HDF5's Fortran and high-level
