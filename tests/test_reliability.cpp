@@ -299,9 +299,7 @@ protected:
     static inline std::mt19937_64 rng;
 
     static void SetUpTestSuite() {
-        setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
-        setenv("OMP_NUM_THREADS", "1", 1);
-        unsetenv("L3LAB_FAULT");
+        test::prepare_training_suite();
         rng.seed(static_cast<uint64_t>(env_long("L3LAB_RELIABILITY_SEED", 20240520)));
         dir = new test::TempDir();
         const test::TinyData data = test::make_tiny_data(dir->path(), 5000, 300, 500);
@@ -320,6 +318,22 @@ protected:
         std::vector<std::string> args{"train", experiment, "--run-dir", run};
         args.insert(args.end(), extra.begin(), extra.end());
         return args;
+    }
+
+    // Trains into `run` until the process stops itself at the L3LAB_FAULT hook(s) `fault`, sends `signal`
+    // and lets it go on. Returns its exit code and the seconds from then to its exit.
+    struct Reaction {
+        int code;
+        double seconds;
+    };
+    static Reaction signal_at_hook(const fs::path& run, const std::string& fault, int signal, Checks& c) {
+        pid_t pid = spawn(train_args(run.string()), run.string() + ".log", with_fault(fault));
+        c.expect(wait_child(pid, /*until_stopped=*/true).stopped, "stopped at the point");
+        ::kill(pid, signal);
+        const auto t0 = std::chrono::steady_clock::now();
+        ::kill(pid, SIGCONT);
+        const int code = wait_child(pid).code;
+        return {code, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
     }
 
     struct Straight {
@@ -603,13 +617,7 @@ TEST_F(Reliability, PreemptionSignalsCheckpointExitThreeAndResumeExactly) {
         Checks c;
         c.trial(t.id);
         const fs::path run = run_dir(std::string("preempt-") + t.id);
-        pid_t pid = spawn(train_args(run.string()), run.string() + ".log", with_fault(t.fault));
-        c.expect(wait_child(pid, /*until_stopped=*/true).stopped, "stopped at the point");
-        ::kill(pid, t.signal);
-        const auto t0 = std::chrono::steady_clock::now();
-        ::kill(pid, SIGCONT);
-        const int code = wait_child(pid).code;
-        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const auto [code, took] = signal_at_hook(run, t.fault, t.signal, c);
         std::printf("[ measured ] %s: exit %d %.3f s after the signal (%s)\n", t.id, code, took, t.window);
         c.expect(code == 3, "exit 3", read(run.string() + ".log").substr(0, 3000));
         json status = json::parse(read(run / "STATUS"));
@@ -789,13 +797,7 @@ TEST_F(Reliability, StopSignalsActWithinSecondsInEveryPhaseAndResumeExactly) {
         Checks c;
         c.trial(t.id);
         const fs::path run = run_dir(std::string("stop-") + t.id);
-        pid_t pid = spawn(train_args(run.string()), run.string() + ".log", with_fault(t.fault));
-        c.expect(wait_child(pid, /*until_stopped=*/true).stopped, "stopped at the point");
-        ::kill(pid, t.signal);
-        const auto t0 = std::chrono::steady_clock::now();
-        ::kill(pid, SIGCONT);
-        const int code = wait_child(pid).code;
-        const double took = seconds_since(t0);
+        const auto [code, took] = signal_at_hook(run, t.fault, t.signal, c);
         const std::string log = read(run.string() + ".log");
         c.expect(code == 3, "exit 3", log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
         c.expect(took < kReactionLimit, "reacted in " + util_seconds(took));

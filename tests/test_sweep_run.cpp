@@ -70,8 +70,7 @@ protected:
     static inline std::string tok, shards;
 
     static void SetUpTestSuite() {
-        setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
-        setenv("OMP_NUM_THREADS", "1", 1);
+        test::prepare_training_suite();
         // `sweep run` started in-process (run_cli) would otherwise start this test binary as the trainer.
         setenv("L3LAB_SWEEP_EXECUTABLE", L3LAB_BINARY, 1);
         dir = new test::TempDir();

@@ -35,9 +35,7 @@ protected:
     static inline std::string experiment;
 
     static void SetUpTestSuite() {
-        setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
-        setenv("OMP_NUM_THREADS", "1", 1);
-        unsetenv("L3LAB_FAULT");
+        test::prepare_training_suite();
         dir = new test::TempDir();
         const test::TinyData data = test::make_tiny_data(dir->path(), 7000, 300, 500);
         experiment = dir->write("tiny.yaml", test::tiny_experiment_yaml(data, (dir->path() / "runs").string(),

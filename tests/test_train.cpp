@@ -57,11 +57,7 @@ protected:
 
     // One small corpus, tokenizer and shard set for the whole suite, made with the data commands.
     static void SetUpTestSuite() {
-        // In-process commands (run_cli) find the torch module next to the real executable.
-        setenv("L3LAB_TORCH_MODULE", (fs::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
-        // CTest runs suites side by side on 2 cores; one thread per training keeps OpenMP from spinning
-        // against itself (results do not depend on it: every run of the comparisons uses the same count).
-        setenv("OMP_NUM_THREADS", "1", 1);
+        test::prepare_training_suite();
         dir = new test::TempDir();
         const test::TinyData data = test::make_tiny_data(dir->path(), 1000, 400, 600);
         experiment = dir->write("tiny.yaml", test::tiny_experiment_yaml(data, (dir->path() / "runs").string(),

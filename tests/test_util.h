@@ -93,6 +93,15 @@ inline ToolResult run_python_tool(const std::string& script, const std::vector<s
 #endif
 
 #ifdef L3LAB_BINARY
+// For suites that train: in-process commands (run_cli) find the torch module next to the real
+// executable, and one OpenMP thread per training keeps suites that CTest runs side by side on 2 cores from
+// spinning against each other (no result depends on it: the runs a test compares use the same count).
+inline void prepare_training_suite() {
+    setenv("L3LAB_TORCH_MODULE", (std::filesystem::path(L3LAB_BINARY).parent_path() / "libl3lab_torch.so").c_str(), 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    unsetenv("L3LAB_FAULT");
+}
+
 // Starts the real executable with `args`, stdout and stderr to `log` (truncated); returns the pid.
 // `in_child` runs in the forked child just before exec (environment, limits, capabilities).
 inline pid_t spawn_l3lab(const std::vector<std::string>& args, const std::string& log,
