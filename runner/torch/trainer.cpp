@@ -470,7 +470,7 @@ void write_samples(Run& run, long long step) {
             progress.advance();
         };
         const std::string text = generate(run.model, *run.tokenizer, prompt, options, run.device);
-        log_line(text);
+        progress.print_above([&] { log_line(text); });  // above the bar, when a terminal shows one
         run.metrics->sample({step, prompt, text});
     }
 }
@@ -696,7 +696,6 @@ int train_loop(Run& run) {
             run::write_status(run.request.run_dir, {"running", state.step, std::nullopt, ""});
             last_status = std::chrono::steady_clock::now();
         }
-
     }
 
     // summary: a missing final metric marks the run failed, never zero (rank 0 writes it)
