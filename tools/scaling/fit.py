@@ -366,15 +366,77 @@ def analyse(cells, swept, metric):
                        "dense_fit": base["bpb_opt"], "l3_fit": fit["bpb_opt"], "delta_fit": None}
                 if base["ok"] and fit["ok"]:
                     row["delta_fit"] = fit["bpb_opt"] - base["bpb_opt"]
+                row.update(seed_deltas(groups[("dense", fit["budget"])], groups[(arm, fit["budget"])], metric))
                 comparison.append(row)
             if not any(r["arm"] == arm for r in comparison):
                 warnings.append(f"{arm}: no budget in common with dense; nothing to compare at equal FLOPs")
     elif len(arms) > 0 and arms != ["dense"]:
         warnings.append("no completed dense cell: no L3 vs dense comparison")
 
-    return {"metric": metric, "cells_total": len(cells), "cells_used": len(used), "excluded": excluded,
-            "arms": arms, "split_keys": split_keys, "fits": fits, "laws": laws, "comparison": comparison,
-            "warnings": warnings, "used": used}
+    result = {"metric": metric, "cells_total": len(cells), "cells_used": len(used), "excluded": excluded,
+              "arms": arms, "split_keys": split_keys, "fits": fits, "laws": laws, "comparison": comparison,
+              "warnings": warnings, "used": used}
+    result["verdict"] = verdict(result)
+    return result
+
+
+def seed_of(cell):
+    return cell["swept"].get("seed", "")
+
+
+def seed_deltas(dense_cells, l3_cells, metric):
+    """L3 - dense of the best cell per seed, for the seeds both arms ran at this budget: the per-seed
+    differences, their mean and their spread (sample standard deviation; None for one seed)."""
+    def best_by_seed(cells):
+        best = {}
+        for c in cells:
+            best[seed_of(c)] = min(best.get(seed_of(c), math.inf), c[metric])
+        return best
+    dense, l3 = best_by_seed(dense_cells), best_by_seed(l3_cells)
+    seeds = sorted(set(dense) & set(l3))
+    deltas = [l3[k] - dense[k] for k in seeds]
+    out = {"seeds": seeds, "delta_by_seed": deltas, "delta_mean": None, "delta_std": None}
+    if deltas:
+        out["delta_mean"] = float(np.mean(deltas))
+        if len(deltas) >= 2:
+            out["delta_std"] = float(np.std(deltas, ddof=1))
+    return out
+
+
+def verdict(result):
+    """What the sweep supports, in a sentence or three, with the reasons when it does not support a fit."""
+    lines = []
+    with_n = {arm: [f for f in result["fits"][arm] if f["ok"]] for arm in result["arms"]}
+    if not any(with_n.values()):
+        kinds = {}
+        for arm in result["arms"]:
+            for f in result["fits"][arm]:
+                kind = ("no U shape (the fitted parabola opens downwards)" if "no U shape" in f["problem"]
+                        else "the minimum outside the sampled sizes" if "outside" in f["problem"]
+                        else "fewer than 3 model sizes")
+                kinds[kind] = kinds.get(kind, 0) + 1
+        reasons = "; ".join(f"{n} isoFLOP curve{'s' if n > 1 else ''} with {kind}" for kind, n in sorted(kinds.items()))
+        lines.append("This sweep cannot support a scaling-law fit: no budget of any arm has an isoFLOP minimum "
+                     f"inside its sampled sizes ({reasons}). Its budgets are too small, or its sizes too few or "
+                     "too narrow, for the models to show the trade-off between size and tokens; see "
+                     "docs/scaling.md.")
+    else:
+        for arm in result["arms"]:
+            n = len(with_n[arm])
+            total = len(result["fits"][arm])
+            if arm in result["laws"]:
+                lines.append(f"{arm}: N* at {n} of {total} budgets; power laws fitted.")
+            else:
+                lines.append(f"{arm}: N* at {n} of {total} budgets; the power laws need 2, so none is fitted.")
+    if result["comparison"]:
+        seeds = {len(r["seeds"]) for r in result["comparison"]}
+        if max(seeds) < 2:
+            lines.append("L3 vs dense: one seed per budget, so the differences have no seed spread and cannot "
+                         "be told from noise (add seeds: [...] to the sweep).")
+        else:
+            lines.append(f"L3 vs dense: the mean over {max(seeds)} seeds with their spread, per budget.")
+    return lines
+
 
 
 # --------------------------------------------------------------------------------------------- plotting
@@ -506,6 +568,7 @@ def write_report(result, source, path):
              "D* = C / flops_per_token(N*), the plan's FLOPs per token interpolated log-log between the "
              "sampled sizes (`6N*` where a cell lacks flops_per_token: see the D* column). "
              "Method and assumptions: docs/scaling.md.", ""]
+    lines += ["## Verdict", ""] + [f"- {v}" for v in result["verdict"]] + [""]
     lines += ["## Cells", "", "| cells | count |", "|---|---:|",
               f"| in the table | {result['cells_total']} |", f"| used in the fits | {result['cells_used']} |"]
     for reason, dirs in sorted(result["excluded"].items()):
@@ -551,12 +614,17 @@ def write_report(result, source, path):
 
     lines += ["## L3 vs dense at equal FLOPs", ""]
     if result["comparison"]:
-        lines += [f"Δ = L3 − dense in `{metric}` (below 0: L3 is better at the same compute).", "",
-                  "| arm | C | dense best cell | L3 best cell | Δ best | dense fitted min | L3 fitted min | Δ fitted |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"Δ = L3 − dense in `{metric}` (below 0: L3 is better at the same compute). Per seed: the "
+                  "best L3 cell minus the best dense cell of that seed; the mean over the seeds both arms ran, "
+                  "± their sample standard deviation (a difference smaller than about twice it is not "
+                  "distinguishable from seed noise).", "",
+                  "| arm | C | dense best cell | L3 best cell | Δ best | seeds | Δ per seed: mean | ± std | "
+                  "dense fitted min | L3 fitted min | Δ fitted |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result["comparison"]:
             lines.append(f"| {r['arm']} | {r['budget']:.3g} | {r['dense_min']:.4f} | {r['l3_min']:.4f} "
-                         f"| {r['delta_min']:+.4f} | {fmt(r['dense_fit'], '.4f')} | {fmt(r['l3_fit'], '.4f')} "
+                         f"| {r['delta_min']:+.4f} | {len(r['seeds'])} | {fmt(r['delta_mean'], '+.4f')} "
+                         f"| {fmt(r['delta_std'], '.4f')} | {fmt(r['dense_fit'], '.4f')} | {fmt(r['l3_fit'], '.4f')} "
                          f"| {fmt(r['delta_fit'], '+.4f')} |")
     else:
         lines.append("No budget has both dense and L3 completed cells.")

@@ -12,6 +12,7 @@ approximation error is the one a real sweep has.
 """
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -265,6 +266,38 @@ class Rules(unittest.TestCase):
         result = fitlib.analyse(cells, ["optim.lr", "seed"], "final_val_bpb")
         self.assertTrue(any("differ in optim.lr" in w for w in result["warnings"]), result["warnings"])
 
+
+    def test_a_sweep_without_u_shapes_says_it_cannot_support_a_fit(self):
+        # the metric only falls with N at every budget, as in a sweep whose budgets are far too small
+        cells = [cell(n, 4.0 - 0.1 * math.log10(n), budget=b) for b in (1e17, 1e18) for n in (1e7, 1e8, 1e9)]
+        result = fitlib.analyse(cells, [], "final_val_bpb")
+        self.assertIn("cannot support a scaling-law fit", result["verdict"][0])
+        self.assertIn("no U shape", result["verdict"][0])
+
+    def test_l3_minus_dense_is_the_mean_over_seeds_with_their_spread(self):
+        noise = {"1": (0.010, -0.030), "2": (-0.020, 0.000), "3": (0.000, -0.010)}  # seed: (dense, l3)
+        cells = []
+        for seed, (dense_eps, l3_eps) in noise.items():
+            for n in (1e7, 1e8, 5e8):
+                base = 3.0 + (math.log10(n) - 8) ** 2
+                cells.append(cell(n, base + dense_eps, l3=0, swept={"seed": seed}))
+                cells.append(cell(n, base - 0.02 + l3_eps, l3=1, swept={"seed": seed}))
+        result = fitlib.analyse(cells, ["seed"], "final_val_bpb")
+        row = result["comparison"][0]
+        expected = [-0.02 + l3 - dense for dense, l3 in noise.values()]  # the best cell is n = 1e8 in each
+        self.assertEqual(row["seeds"], ["1", "2", "3"])
+        for got, want in zip(row["delta_by_seed"], expected):
+            self.assertAlmostEqual(got, want, delta=1e-12)
+        self.assertAlmostEqual(row["delta_mean"], sum(expected) / 3, delta=1e-12)
+        mean = sum(expected) / 3
+        self.assertAlmostEqual(row["delta_std"], math.sqrt(sum((e - mean) ** 2 for e in expected) / 2), delta=1e-12)
+        self.assertIn("mean over 3 seeds", result["verdict"][-1])
+
+    def test_one_seed_is_said_to_have_no_spread(self):
+        cells = [cell(n, 3.0 + (math.log10(n) - 8) ** 2 - 0.01 * l3, l3=l3) for n in (1e7, 1e8, 5e8) for l3 in (0, 1)]
+        result = fitlib.analyse(cells, [], "final_val_bpb")
+        self.assertIsNone(result["comparison"][0]["delta_std"])
+        self.assertIn("cannot be told from noise", result["verdict"][-1])
 
     def test_where_selects_cells(self):
         cells = [dict(cell(1e8, 3.0), raw={"optim.lr": lr}) for lr in ("0.01", "0.02", "1e-2")]
