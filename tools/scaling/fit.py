@@ -692,7 +692,11 @@ def main(argv=None):
         print(f"  {arm}: N* ∝ C^{law['n']['exponent']:.3f}, D* ∝ C^{law['d']['exponent']:.3f}, "
               f"D*/N* = {law['ratio_at_c_ref']:.1f} at C = {law['c_ref']:.3g}")
     for r in result["comparison"]:
-        print(f"  {r['arm']} − dense at C = {r['budget']:.3g}: {r['delta_min']:+.4f} (best cells)")
+        spread = (f"; per seed {r['delta_mean']:+.4f} ± {r['delta_std']:.4f} over {len(r['seeds'])} seeds"
+                  if r["delta_std"] is not None else "")
+        print(f"  {r['arm']} − dense at C = {r['budget']:.3g}: {r['delta_min']:+.4f} (best cells{spread})")
+    for v in result["verdict"]:
+        print(f"  {v}")
     for w in result["warnings"]:
         print(f"  warning: {w}")
     return 0
