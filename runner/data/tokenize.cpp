@@ -159,7 +159,10 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     report.threads = threads;
     const auto start = Clock::now();
     int64_t total_tokens = 0, input_bytes = 0;
-    for (const auto& f : files) input_bytes += static_cast<int64_t>(fs::file_size(f.path, ec));
+    for (const auto& f : files) {
+        const auto size = fs::file_size(f.path, ec);  // only the progress total: reading reports errors
+        if (!ec) input_bytes += static_cast<int64_t>(size);
+    }
     util::ProgressOptions shown = progress;
     shown.unit_scale = 1e-6;
     util::Progress meter("tokenizing", input_bytes, "MB", shown);

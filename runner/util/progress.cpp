@@ -92,8 +92,11 @@ std::string Progress::line() const {
 }
 
 void Progress::maybe_report(bool force) {
-    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);  // another thread reporting: skip
-    if (!lock.owns_lock() || finished_) return;
+    // Another thread reporting: a periodic report is skipped, a forced (final) one waits its turn.
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    if (force) lock.lock();
+    else if (!lock.try_lock()) return;
+    if (finished_) return;
     const double since = seconds_since(last_report_);
     if (mode_ == Mode::Bar) {
         if (!force && (since < 0.1 || seconds_since(start_) < 0.5)) return;  // quick work draws no bar
