@@ -33,7 +33,6 @@ namespace {
 using util::group_digits;
 using Clock = std::chrono::steady_clock;
 
-
 struct Subcommand {
     const char* name;
     const char* usage;

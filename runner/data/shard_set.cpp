@@ -180,7 +180,7 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
     auto work = [&] {
         for (size_t i; (i = next++) < shards.size();) {
             try {
-                util::throw_if_stop_requested("opening the data (" + spec + ")");
+                if (util::stop_requested()) util::throw_if_stop_requested("opening the data (" + spec + ")");
                 ShardDocs& s = shards[i];
                 const ShardFile& f = *s.file;
                 if (f.version() == 1) index_tokens(f.u16(), f.num_tokens(), static_cast<uint32_t>(*bos), *vocab, f, s);

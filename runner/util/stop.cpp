@@ -90,8 +90,8 @@ void request_stop(int signal) {
 
 Interrupted::Interrupted(const std::string& where) : std::runtime_error(where) {}
 
-void throw_if_stop_requested(const std::string& where) {
-    if (g_signal != 0) throw Interrupted(stop_reason() + " during " + where);
+void throw_if_stop_requested(std::string_view where) {
+    if (g_signal != 0) throw Interrupted(stop_reason() + " during " + std::string(where));
 }
 
 CriticalSection::CriticalSection() { g_critical.fetch_add(1); }

@@ -9,6 +9,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace l3lab::util {
 
@@ -37,8 +38,9 @@ public:
     explicit Interrupted(const std::string& where);
 };
 
-// Throws Interrupted("<signal> during <where>") when a stop has been requested.
-void throw_if_stop_requested(const std::string& where);
+// Throws Interrupted("<signal> during <where>") when a stop has been requested. A string_view: the
+// polling loops pass literals, and nothing is built unless a stop has come.
+void throw_if_stop_requested(std::string_view where);
 
 // While one lives, a second signal does not end the process; it ends when the last one closes. Around
 // the few instructions that must not be cut short (an atomic file write: temporary, fsync, rename).
