@@ -38,13 +38,15 @@ std::string last_line_with(const std::string& out, const std::string& key) {
 
 TEST(DataCli, TextToShardsToBatchesToBitsPerByte) {
     Workspace w;
-    auto r = test::run_cli({"data", "train-tokenizer", "--input", w.p("corpus"), "--vocab-size", "400", "--output", w.p("tok.model")});
+    auto r = test::run_cli({"data", "train-tokenizer", "--input", w.p("corpus"), "--vocab-size", "400", "--output", w.p("tok")});
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_CONTAINS(r.out, "trained a 400-token BPE vocabulary");
-    EXPECT_CONTAINS(r.out, "<|bos|>=1");
+    EXPECT_CONTAINS(r.out, "trained a 400-token BPE (nanochat's) vocabulary");
+    EXPECT_CONTAINS(r.out, "<|bos|>=391");  // nanochat's order: 256 bytes, 135 merges, then the special tokens
+    EXPECT_CONTAINS(r.out, "wrote " + w.p("tok") + "/tokenizer.pkl");
+    EXPECT_TRUE(fs::exists(w.p("tok/tokenizer.tiktoken")));
     EXPECT_CONTAINS(r.out, "-> the same bytes");
 
-    r = test::run_cli({"data", "tokenize", "--tokenizer", w.p("tok.model"), "--input", w.p("corpus/*.jsonl"), w.p("corpus/notes"),
+    r = test::run_cli({"data", "tokenize", "--tokenizer", w.p("tok"), "--input", w.p("corpus/*.jsonl"), w.p("corpus/notes"),
                        "--output", w.p("shards"), "--shard-tokens", "4000", "--val-fraction", "0.1", "--threads", "2"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_CONTAINS(r.out, "tokens/s");
@@ -52,7 +54,7 @@ TEST(DataCli, TextToShardsToBatchesToBitsPerByte) {
     EXPECT_TRUE(fs::exists(w.p("shards/train_000001.bin")));
     EXPECT_TRUE(fs::exists(w.p("shards/val_000000.bin")));
 
-    r = test::run_cli({"data", "inspect", w.p("shards/train_000000.bin"), "--tokenizer", w.p("tok.model"), "--docs", "2"});
+    r = test::run_cli({"data", "inspect", w.p("shards/train_000000.bin"), "--tokenizer", w.p("tok"), "--docs", "2"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_CONTAINS(r.out, "magic 20240520, version 1 (uint16 tokens)");
     EXPECT_CONTAINS(r.out, "every shard's sha256 checked");
@@ -60,7 +62,7 @@ TEST(DataCli, TextToShardsToBatchesToBitsPerByte) {
     EXPECT_CONTAINS(r.out, "<|bos|>");
 
     // Batches from the val split, with the unigram bits per byte.
-    r = test::run_cli({"data", "batches", w.p("shards"), "--split", "val", "--tokenizer", w.p("tok.model"), "--batch-size", "2",
+    r = test::run_cli({"data", "batches", w.p("shards"), "--split", "val", "--tokenizer", w.p("tok"), "--batch-size", "2",
                        "--sequence-len", "64", "--batches", "5"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_CONTAINS(r.out, "made 5 batches (640 tokens)");
@@ -84,7 +86,8 @@ TEST(DataCli, TextToShardsToBatchesToBitsPerByte) {
 
 TEST(DataCli, BadDataExitsTwoNamingTheFile) {
     Workspace w;
-    auto ok = test::run_cli({"data", "train-tokenizer", "--input", w.p("corpus"), "--vocab-size", "400", "--output", w.p("tok.model")});
+    auto ok = test::run_cli({"data", "train-tokenizer", "--type", "sentencepiece", "--input", w.p("corpus"), "--vocab-size", "400",
+                             "--output", w.p("tok.model")});
     ASSERT_EQ(ok.code, 0) << ok.err;
     ok = test::run_cli({"data", "tokenize", "--tokenizer", w.p("tok.model"), "--input", w.p("corpus"), "--output", w.p("shards")});
     ASSERT_EQ(ok.code, 0) << ok.err;
@@ -100,6 +103,15 @@ TEST(DataCli, BadDataExitsTwoNamingTheFile) {
     expect_exit2({"data", "tokenize", "--tokenizer", w.p("tok.model"), "--input", w.p("empty"), "--output", w.p("o")},
                  "no documents in the inputs");
     expect_exit2({"data", "train-tokenizer", "--input", w.p("empty"), "--output", w.p("t2.model")}, "the inputs contain no text");
+    expect_exit2({"data", "train-tokenizer", "--type", "sentencepiece", "--input", w.p("empty"), "--output", w.p("t2.model")},
+                 "the inputs contain no text");
+    expect_exit2({"data", "train-tokenizer", "--type", "wordpiece", "--input", w.p("corpus"), "--output", w.p("t3")},
+                 "--type: 'wordpiece' is not a tokenizer type: bpe (nanochat's, the default) or sentencepiece");
+    expect_exit2({"data", "train-tokenizer", "--input", w.p("corpus"), "--output", w.p("tok.model")},
+                 "tok.model: exists and is not a directory; --type bpe writes nanochat's tokenizer directory");
+    expect_exit2({"data", "train-tokenizer", "--input", w.p("corpus"), "--vocab-size", "264", "--output", w.p("t4")},
+                 "--vocab-size: must be at least 265");
+    EXPECT_FALSE(fs::exists(w.p("t2.model")) || fs::exists(w.p("t3")) || fs::exists(w.p("t4")));
     expect_exit2({"data", "tokenize", "--tokenizer", w.p("missing.model"), "--input", w.p("corpus"), "--output", w.p("o")},
                  "missing.model: cannot open the tokenizer file");
     expect_exit2({"data", "tokenize", "--tokenizer", w.p("tok.model"), "--input", w.p("corpus"), "--output", w.p("shards")},
@@ -109,6 +121,7 @@ TEST(DataCli, BadDataExitsTwoNamingTheFile) {
 
     // A tokenizer that did not make the shards.
     ok = test::run_cli({"data", "train-tokenizer", "--input", w.p("corpus/notes"), "--vocab-size", "420", "--output", w.p("other.model")});
+    EXPECT_CONTAINS(ok.out, "tokenizer.pkl");  // bpe, the default: a directory, named as the user likes
     ASSERT_EQ(ok.code, 0) << ok.err;
     expect_exit2({"data", "inspect", w.p("shards"), "--tokenizer", w.p("other.model")}, "these shards were made with the tokenizer");
     expect_exit2({"data", "batches", w.p("shards"), "--tokenizer", w.p("other.model")}, "manifest.json: these shards were made");

@@ -24,6 +24,8 @@ DEBIAN_PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler
   libssl-dev
   libsentencepiece-dev
+  # nanochat's tokenizer: its split pattern needs Unicode properties, possessive quantifiers, look-ahead
+  libpcre2-dev
   libgtest-dev libgmock-dev
   # headers only, for declaring libtorch's built-in Gloo backend (docs/distributed.md); libgloo is not linked
   libgloo-dev

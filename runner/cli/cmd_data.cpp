@@ -14,6 +14,7 @@
 #include "runner/cli/commands.h"
 #include "runner/config/errors.h"
 #include "runner/data/bpb.h"
+#include "runner/data/bpe.h"
 #include "runner/data/corpus.h"
 #include "runner/data/errors.h"
 #include "runner/data/loader.h"
@@ -83,21 +84,53 @@ void train_tokenizer_options(po::options_description& o) {
     o.add_options()
         ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl files, directories or globs")
         ("vocab-size", po::value<int>()->default_value(32768), "vocabulary size, special and byte tokens included")
-        ("output", po::value<std::string>()->required(), "tokenizer file to write (e.g. data/tokenizer.model)")
+        ("output", po::value<std::string>()->required(),
+         "where to write: a directory for bpe (tokenizer.pkl + tokenizer.tiktoken, as nanochat's tokenizer/), a file for sentencepiece")
+        ("type", po::value<std::string>()->default_value("bpe"), "bpe (nanochat's GPT-4-style BPE, read by tiktoken) or sentencepiece")
         ("max-chars", po::value<int64_t>()->default_value(2'000'000'000), "stop reading after this many characters")
         ("doc-cap", po::value<int64_t>()->default_value(10'000), "characters used of each document (0 = all)")
         ("threads", po::value<int>()->default_value(0), "threads (0 = every core)");
 }
 
+// The tokenizer `train-tokenizer --type` makes: nanochat's BPE (a tokenizer/ directory) or SentencePiece.
+struct TrainedTokenizer {
+    std::unique_ptr<data::Tokenizer> tokenizer;
+    std::vector<std::pair<std::string, std::string>> files;  // path, bytes
+};
+
+TrainedTokenizer train_bpe_tokenizer(const std::function<bool(std::string&)>& next, const data::TokenizerTrainOptions& o,
+                                     const std::string& output, data::TokenizerTrainReport& report) {
+    data::BpeTrainOptions options;
+    options.vocab_size = o.vocab_size;
+    options.max_chars = o.max_chars;
+    options.doc_cap = o.doc_cap;
+    options.threads = o.threads;
+    const auto encoding = data::train_bpe(next, options, &report);
+    TrainedTokenizer t;
+    const fs::path dir(output);
+    std::string pkl = data::write_tiktoken_pickle(encoding);
+    t.tokenizer = data::tokenizer_from_bytes(pkl, (dir / data::kBpeTokenizerFile).string());
+    t.files.emplace_back((dir / data::kBpeTokenizerFile).string(), std::move(pkl));
+    t.files.emplace_back((dir / "tokenizer.tiktoken").string(), data::write_tiktoken_ranks(encoding));
+    return t;
+}
+
 int run_train_tokenizer(const po::variables_map& vm, std::ostream& out, std::ostream&) {
     const auto inputs = vm["input"].as<std::vector<std::string>>();
     const std::string output = vm["output"].as<std::string>();
+    const std::string type = vm["type"].as<std::string>();
+    if (type != "bpe" && type != "sentencepiece")
+        throw data::DataError("--type", "'" + type + "' is not a tokenizer type: bpe (nanochat's, the default) or sentencepiece");
+    const bool bpe = type == "bpe";
     data::TokenizerTrainOptions options;
     options.vocab_size = vm["vocab-size"].as<int>();
     options.max_chars = vm["max-chars"].as<int64_t>();
     options.doc_cap = vm["doc-cap"].as<int64_t>();
     options.threads = vm["threads"].as<int>() > 0 ? vm["threads"].as<int>() : hardware_threads();
-    if (fs::is_directory(output)) throw data::DataError(output, "is a directory; give the tokenizer file to write");
+    if (bpe && fs::exists(output) && !fs::is_directory(output))
+        throw data::DataError(output, "exists and is not a directory; --type bpe writes nanochat's tokenizer directory "
+                                      "(tokenizer.pkl and tokenizer.tiktoken)");
+    if (!bpe && fs::is_directory(output)) throw data::DataError(output, "is a directory; give the tokenizer file to write");
     auto files = data::expand_inputs(inputs);
     data::DocumentReader reader(files);
     data::Document doc;
@@ -107,25 +140,34 @@ int run_train_tokenizer(const po::variables_map& vm, std::ostream& out, std::ost
         return true;
     };
     data::TokenizerTrainReport report;
-    std::string model = data::train_tokenizer(next, options, &report);
-    auto tokenizer = data::tokenizer_from_bytes(model, output);
-    write_atomically(output, model);
+    TrainedTokenizer trained;
+    if (bpe) {
+        trained = train_bpe_tokenizer(next, options, output, report);
+    } else {
+        std::string model = data::train_tokenizer(next, options, &report);
+        trained.tokenizer = data::tokenizer_from_bytes(model, output);
+        trained.files.emplace_back(output, std::move(model));
+    }
+    const auto& tokenizer = trained.tokenizer;
+    const std::string check = "Hello world! Numbers: 123, 4567. Unicode: \xE4\xBD\xA0\xE5\xA5\xBD\xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\x8C\x8D\n\tcode()  ";
+    auto ids = tokenizer->encode(check);
+    if (tokenizer->decode(ids) != check) throw std::runtime_error("the new tokenizer does not reproduce its check text");
+    for (const auto& [path, bytes] : trained.files) write_atomically(path, bytes);
 
     out << fmt::format("read {} documents ({} characters used, at most {} of each) from {} input file{}\n",
                        group_digits(report.documents), group_digits(report.chars), group_digits(options.doc_cap),
                        files.size(), files.size() == 1 ? "" : "s");
-    out << fmt::format("trained a {}-token BPE vocabulary in {:.1f} s on {} thread{}\n", group_digits(tokenizer->vocab_size()),
-                       report.seconds, options.threads, options.threads == 1 ? "" : "s");
+    out << fmt::format("trained a {}-token {} vocabulary in {:.1f} s on {} thread{}\n", group_digits(tokenizer->vocab_size()),
+                       bpe ? "BPE (nanochat's)" : "SentencePiece BPE", report.seconds, options.threads,
+                       options.threads == 1 ? "" : "s");
     std::string specials;
     for (const auto& s : tokenizer->special_tokens())
         if (auto id = tokenizer->special_id(s); id && s != "<unk>") specials += fmt::format(" {}={}", s, *id);
     out << "special tokens:" << specials << "\n";
-    const std::string check = "Hello world! Numbers: 123, 4567. Unicode: \xE4\xBD\xA0\xE5\xA5\xBD\xE4\xB8\x96\xE7\x95\x8C \xF0\x9F\x8C\x8D\n\tcode()  ";
-    auto ids = tokenizer->encode(check);
-    if (tokenizer->decode(ids) != check) throw std::runtime_error("the new tokenizer does not reproduce its check text");
     out << fmt::format("check: {} bytes -> {} tokens -> the same bytes\n", check.size(), ids.size());
-    out << fmt::format("wrote {} ({} bytes, sha256 {})\n", output, group_digits(static_cast<int64_t>(model.size())),
-                       tokenizer->sha256());
+    for (const auto& [path, bytes] : trained.files)
+        out << fmt::format("wrote {} ({} bytes{})\n", path, group_digits(static_cast<int64_t>(bytes.size())),
+                           path == trained.files.front().first ? ", sha256 " + tokenizer->sha256() : "");
     return 0;
 }
 
@@ -134,7 +176,8 @@ int run_train_tokenizer(const po::variables_map& vm, std::ostream& out, std::ost
 
 void tokenize_options(po::options_description& o) {
     o.add_options()
-        ("tokenizer", po::value<std::string>()->required(), "tokenizer file (from train-tokenizer)")
+        ("tokenizer", po::value<std::string>()->required(),
+         "tokenizer: nanochat's tokenizer.pkl or its directory, or a SentencePiece model (from train-tokenizer)")
         ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl files, directories or globs")
         ("output", po::value<std::string>()->required(), "directory for the shards and manifest.json")
         ("shard-tokens", po::value<int64_t>()->default_value(100'000'000), "tokens per shard at most (a longer document gets a shard of its own)")
@@ -416,12 +459,15 @@ int run_batches(const po::variables_map& vm, std::ostream& out, std::ostream&) {
 
 const std::vector<Subcommand>& subcommands() {
     static const std::vector<Subcommand> list = {
-        {"train-tokenizer", "--input PATH... --output TOK [--vocab-size N]",
-         "train a BPE tokenizer (SentencePiece, byte fallback, lossless) on text",
-         "Trains a byte-fallback BPE tokenizer on .txt files (one document each) and .jsonl files ({\"text\": ...}\n"
-         "per line), given as files, directories or globs. The vocabulary counts <unk>, the reference's special\n"
-         "tokens (<|bos|> and the chat markers) and the 256 byte tokens. Like nanochat's tok_train.py it uses\n"
-         "at most --doc-cap characters of each document and --max-chars in all.",
+        {"train-tokenizer", "--input PATH... --output TOK [--vocab-size N] [--type bpe|sentencepiece]",
+         "train nanochat's BPE tokenizer (or a SentencePiece one) on text",
+         "Trains a tokenizer on .txt files (one document each) and .jsonl files ({\"text\": ...} per line), given\n"
+         "as files, directories or globs. --type bpe (the default) learns nanochat's GPT-4-style byte-level BPE\n"
+         "with the merges rustbpe makes and writes nanochat's tokenizer directory: tokenizer.pkl (a pickled\n"
+         "tiktoken Encoding that nanochat loads) and tokenizer.tiktoken (the ranks). The vocabulary counts the\n"
+         "256 byte tokens and the reference's 9 special tokens (<|bos|> and the chat markers), which come last.\n"
+         "--type sentencepiece writes a byte-fallback SentencePiece model file instead. Like nanochat's\n"
+         "tok_train.py it uses at most --doc-cap characters of each document and --max-chars in all.",
          train_tokenizer_options, run_train_tokenizer},
         {"tokenize", "--tokenizer TOK --input PATH... --output DIR",
          "write token shards (llm.c format) for train and val + manifest.json",

@@ -148,7 +148,7 @@ const Schema& experiment_schema() {
              "steps whose loss or gradients hold a NaN or inf that are skipped (not applied, counted in "
              "summary.json) before the run stops at the next one with a checkpoint of the state before it",
              {}, {}, 0, 1e15});
-        add({"data.tokenizer", T::String, "data/tokenizer.model", "tokenizer file (relative to the working directory)"});
+        add({"data.tokenizer", T::String, "data/tokenizer", "tokenizer: nanochat's tokenizer.pkl or its directory, or a SentencePiece model (relative to the working directory)"});
         add({"data.train", T::String, "data/shards/train_*.bin", "training shards: a file, a glob or a directory"});
         add({"data.val", T::String, "data/shards/val_*.bin", "validation shards: a file, a glob or a directory"});
         add({"data.row_group_docs", T::Int, "1024",

@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "runner/data/bpe.h"
 #include "runner/data/errors.h"
 #include "runner/data/sha256.h"
 #include "runner/data/utf8.h"
@@ -73,7 +74,7 @@ public:
         sha256_ = sha256_hex(bytes);
         auto status = sp_.LoadFromSerializedProto(bytes);
         if (!status.ok())
-            throw DataError(name, "not a tokenizer file (SentencePiece model)" +
+            throw DataError(name, "not a tokenizer file (neither nanochat's tokenizer.pkl nor a SentencePiece model)" +
                                       (sentencepiece_message(status).empty() ? "" : ": " + sentencepiece_message(status)));
         const int n = sp_.GetPieceSize();
         surface_.resize(n);
@@ -185,13 +186,29 @@ private:
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_from_bytes(std::string bytes, const std::string& name) {
+    // A pickle starts with its PROTO opcode 0x80; a SentencePiece model (protobuf) never does.
+    if (!bytes.empty() && static_cast<unsigned char>(bytes[0]) == 0x80) {
+        std::string hash = sha256_hex(bytes);
+        return bpe_tokenizer(read_tiktoken_pickle(bytes, name), std::move(hash), name);
+    }
     return std::make_unique<SentencePieceTokenizer>(std::move(bytes), name);
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+std::string tokenizer_file(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path, ec)) return path;
+    const std::string pkl = (std::filesystem::path(path) / kBpeTokenizerFile).string();
+    if (!std::filesystem::exists(pkl, ec))
+        throw DataError(path, "a directory without tokenizer.pkl where a tokenizer was expected (nanochat's tokenizer/ "
+                              "directory holds tokenizer.pkl)");
+    return pkl;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path_or_directory) {
+    const std::string path = tokenizer_file(path_or_directory);
     std::error_code ec;
     if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
-        throw DataError(path, "not a regular file (a directory, device or pipe) where a tokenizer file was expected");
+        throw DataError(path, "not a regular file (a device or pipe) where a tokenizer file was expected");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw DataError(path, "cannot open the tokenizer file");
     std::ostringstream bytes;

@@ -50,10 +50,16 @@ public:
     virtual const std::string& sha256() const = 0;
 };
 
-// Loads a tokenizer file. Throws DataError naming the file when it is missing, unreadable, not a
-// tokenizer, lacks <|bos|> or byte fallback, or does not round-trip text.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
-// The same from the file's bytes; `name` is used in error messages.
+// nanochat's tokenizer file in its tokenizer/ directory (a pickled tiktoken Encoding).
+inline constexpr const char* kBpeTokenizerFile = "tokenizer.pkl";
+
+// Loads a tokenizer: nanochat's tokenizer.pkl (or the directory holding it; bpe.h) or a SentencePiece
+// model. Throws DataError naming the file when it is missing, unreadable, not a tokenizer, lacks <|bos|>
+// (and, for SentencePiece, byte fallback), or does not round-trip text.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path_or_directory);
+// The file load_tokenizer reads for `path_or_directory` (DIR/tokenizer.pkl for a directory).
+std::string tokenizer_file(const std::string& path_or_directory);
+// The same from the file's bytes, told apart by their first byte; `name` is used in error messages.
 std::unique_ptr<Tokenizer> tokenizer_from_bytes(std::string bytes, const std::string& name);
 
 struct TokenizerTrainOptions {

@@ -28,7 +28,7 @@ log() { printf '[prepare] %s\n' "$*" >&2; }
 # What l3lab's CMake looks for (tools/bootstrap.sh's list, less the toolchain and the Python packages).
 DEV_PACKAGES=(
   libyaml-cpp-dev libboost-program-options-dev libhdf5-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libssl-dev libsentencepiece-dev libgtest-dev libgmock-dev libprotobuf-c-dev protobuf-c-compiler
+  libssl-dev libsentencepiece-dev libpcre2-dev libgtest-dev libgmock-dev libprotobuf-c-dev protobuf-c-compiler
   pkg-config ccache ninja-build
 )
 # Dependencies of the -dev packages that building l3lab never touches: HDF5's Fortran and high-level
