@@ -34,6 +34,11 @@ std::vector<std::string> corpus() {
     return docs;
 }
 
+std::string fmt_hex(unsigned char c) {
+    const char* d = "0123456789abcdef";
+    return {d[c >> 4], d[c & 15]};
+}
+
 std::string error_of(const std::function<void()>& f) {
     try {
         f();
@@ -140,3 +145,52 @@ TEST(Bpe, RefusesWhatIsNotATiktokenEncodingPickle) {
     EXPECT_NE(error_of([&] { data::load_tokenizer(dir.path().string()); }).find("a directory without tokenizer.pkl"),
               std::string::npos);
 }
+
+#ifdef L3LAB_PYTHON
+// Python's own unpickler reads what train-tokenizer writes, as nanochat's from_directory does; a stand-in
+// for tiktoken.core.Encoding (tiktoken is not a dependency of l3lab) receives the state __setstate__ gets.
+TEST(Bpe, PythonsPickleReadsTheWrittenTokenizer) {
+    test::TempDir dir;
+    auto r = test::run_cli({"data", "train-tokenizer", "--input", (kBpe / "corpus.jsonl").string(), "--vocab-size", "700",
+                            "--output", (dir.path() / "tokenizer").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    dir.write("stand_in/tiktoken/__init__.py", "");
+    dir.write("stand_in/tiktoken/core.py",
+              "class Encoding:\n"
+              "    def __setstate__(self, state):\n"
+              "        self.state = state\n");
+    const std::string script = dir.write(
+        "read.py",
+        "import json, pickle, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "with open(sys.argv[2], 'rb') as f:\n"
+        "    s = pickle.load(f).state\n"
+        "ranks = s['mergeable_ranks']\n"
+        "print(json.dumps({'name': s['name'], 'pat_str': s['pat_str'], 'n': len(ranks),\n"
+        "                  'rank_sum': sum(ranks.values()), 'bytes': sum(len(k) for k in ranks),\n"
+        "                  'last': ranks and max(ranks, key=ranks.get).hex(), 'special': s['special_tokens']}))\n");
+    FILE* pipe = ::popen((std::string(L3LAB_PYTHON) + " " + script + " " + (dir.path() / "stand_in").string() + " " +
+                          (dir.path() / "tokenizer" / "tokenizer.pkl").string() + " 2>&1")
+                             .c_str(),
+                         "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string out;
+    char buf[4096];
+    while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    ASSERT_EQ(::pclose(pipe), 0) << out;
+    const json got = json::parse(out);
+    auto t = data::load_tokenizer((dir.path() / "tokenizer").string());
+    EXPECT_EQ(got["name"], "rustbpe");
+    EXPECT_EQ(got["pat_str"], std::string(data::kNanochatSplitPattern));
+    EXPECT_EQ(got["n"], 691);
+    EXPECT_EQ(got["rank_sum"], 690 * 691 / 2);
+    int64_t bytes = 0;
+    for (int id = 0; id < 691; ++id) bytes += static_cast<int64_t>(t->decode(std::vector<int32_t>{id}).size());
+    EXPECT_EQ(got["bytes"], bytes);
+    std::string last_hex;
+    for (unsigned char c : t->decode(std::vector<int32_t>{690})) last_hex += fmt_hex(c);
+    EXPECT_EQ(got["last"], last_hex);
+    EXPECT_EQ(got["special"]["<|bos|>"], 691);
+    EXPECT_EQ(got["special"]["<|output_end|>"], 699);
+}
+#endif
