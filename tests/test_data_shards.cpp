@@ -308,7 +308,7 @@ TEST(DataInputs, BadInputsNameTheFile) {
     const std::string md = dir.write("a.md", "x");
     EXPECT_CONTAINS(data_error([&] { data::expand_inputs({md}); }), "a.md: not an input");
     fs::create_directories(dir.path() / "emptydir");
-    EXPECT_CONTAINS(data_error([&] { data::expand_inputs({(dir.path() / "emptydir").string()}); }), "no .txt or .jsonl");
+    EXPECT_CONTAINS(data_error([&] { data::expand_inputs({(dir.path() / "emptydir").string()}); }), "no .txt, .jsonl or .parquet");
 
     auto read_all = [](const std::string& path) {
         data::DocumentReader r(data::expand_inputs({path}));

@@ -3,13 +3,15 @@
 #   - Debian -dev packages (apt-get) for the C++ libraries and tools
 #   - libtorch from PyPI's torch wheel, pinned, inside the project-local virtualenv .venv/, with the
 #     tensorboard wheel beside it (the tests read l3lab's event files with TensorBoard's own reader, and
-#     `.venv/bin/tensorboard --logdir runs` shows them)
+#     `.venv/bin/tensorboard --logdir runs` shows them), and the pyarrow wheel, whose bundled Arrow C++
+#     libraries and headers (libarrow, libparquet) read nanochat's parquet data (docs/data.md)
 # Idempotent: a second run checks a stamp and the package list and returns in well under 5 seconds.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TORCH_VERSION="2.11.0"
 TENSORBOARD_VERSION="2.21.0"
+PYARROW_VERSION="26.0.1"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.l3lab-bootstrap"
 
@@ -70,7 +72,7 @@ python_for_venv() {
 }
 
 install_torch() {
-  local want="torch==$TORCH_VERSION tensorboard==$TENSORBOARD_VERSION"
+  local want="torch==$TORCH_VERSION tensorboard==$TENSORBOARD_VERSION pyarrow==$PYARROW_VERSION"
   if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$want" ]] && [[ -x "$VENV/bin/python" ]]; then
     return 0
   fi
@@ -86,9 +88,10 @@ install_torch() {
   fi
   log "installing $want into $VENV (a few GB on the first run)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
-    "tensorboard==$TENSORBOARD_VERSION" numpy safetensors pyyaml
+    "tensorboard==$TENSORBOARD_VERSION" "pyarrow==$PYARROW_VERSION" numpy safetensors pyyaml
   "$VENV/bin/python" -c "import torch, sys; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__"
   "$VENV/bin/python" -c "import tensorboard; assert tensorboard.__version__ == '$TENSORBOARD_VERSION', tensorboard.__version__"
+  "$VENV/bin/python" -c "import pyarrow; assert pyarrow.__version__ == '$PYARROW_VERSION', pyarrow.__version__"
   echo "$want" > "$STAMP"
 }
 

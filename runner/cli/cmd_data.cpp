@@ -82,7 +82,8 @@ void write_atomically(const std::string& path, const std::string& bytes) {
 
 void train_tokenizer_options(po::options_description& o) {
     o.add_options()
-        ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl files, directories or globs")
+        ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl/.parquet files, directories or globs")
+        ("text-column", po::value<std::string>()->default_value("text"), "the parquet files' text column")
         ("vocab-size", po::value<int>()->default_value(32768), "vocabulary size, special and byte tokens included")
         ("output", po::value<std::string>()->required(),
          "where to write: a directory for bpe (tokenizer.pkl + tokenizer.tiktoken, as nanochat's tokenizer/), a file for sentencepiece")
@@ -132,7 +133,7 @@ int run_train_tokenizer(const po::variables_map& vm, std::ostream& out, std::ost
                                       "(tokenizer.pkl and tokenizer.tiktoken)");
     if (!bpe && fs::is_directory(output)) throw data::DataError(output, "is a directory; give the tokenizer file to write");
     auto files = data::expand_inputs(inputs);
-    data::DocumentReader reader(files);
+    data::DocumentReader reader(files, vm["text-column"].as<std::string>());
     data::Document doc;
     auto next = [&](std::string& text) {
         if (!reader.next(doc)) return false;
@@ -178,8 +179,11 @@ void tokenize_options(po::options_description& o) {
     o.add_options()
         ("tokenizer", po::value<std::string>()->required(),
          "tokenizer: nanochat's tokenizer.pkl or its directory, or a SentencePiece model (from train-tokenizer)")
-        ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl files, directories or globs")
+        ("input", po::value<std::vector<std::string>>()->multitoken()->required(), ".txt/.jsonl/.parquet files, directories or globs")
+        ("text-column", po::value<std::string>()->default_value("text"), "the parquet files' text column")
         ("output", po::value<std::string>()->required(), "directory for the shards and manifest.json")
+        ("split", po::value<std::string>()->default_value("hash"),
+         "hash: documents pinned to val by a hash of their text (--val-fraction); nanochat: the last parquet file is val")
         ("shard-tokens", po::value<int64_t>()->default_value(100'000'000), "tokens per shard at most (a longer document gets a shard of its own)")
         ("val-fraction", po::value<double>()->default_value(0.05), "share of documents pinned to validation by a hash of their text")
         ("threads", po::value<int>()->default_value(0), "encoding threads (0 = every core)")
@@ -192,6 +196,8 @@ int run_tokenize(const po::variables_map& vm, std::ostream& out, std::ostream& e
     data::TokenizeOptions options;
     options.shard_tokens = vm["shard-tokens"].as<int64_t>();
     options.val_fraction = vm["val-fraction"].as<double>();
+    options.split = vm["split"].as<std::string>();
+    options.text_column = vm["text-column"].as<std::string>();
     options.threads = vm["threads"].as<int>() > 0 ? vm["threads"].as<int>() : hardware_threads();
     options.overwrite = vm.count("overwrite") > 0;
     options.created_by = std::string("l3lab ") + version::kVersion;

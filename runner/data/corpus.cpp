@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runner/data/errors.h"
+#include "runner/data/parquet.h"
 #include "runner/data/utf8.h"
 
 namespace fs = std::filesystem;
@@ -26,6 +27,7 @@ bool has_suffix(const std::string& s, std::string_view suffix) {
 std::optional<InputKind> kind_of(const std::string& path) {
     if (has_suffix(path, ".txt")) return InputKind::Text;
     if (has_suffix(path, ".jsonl")) return InputKind::Jsonl;
+    if (has_suffix(path, ".parquet")) return InputKind::Parquet;
     return std::nullopt;
 }
 
@@ -38,7 +40,7 @@ void add_directory(const std::string& dir, std::vector<std::string>& out) {
         if (it->is_regular_file() && kind_of(it->path().string())) found.push_back(it->path().string());
     }
     if (ec) throw DataError(dir, "cannot list the directory: " + ec.message());
-    if (found.empty()) throw DataError(dir, "the directory has no .txt or .jsonl files");
+    if (found.empty()) throw DataError(dir, "the directory has no .txt, .jsonl or .parquet files");
     std::sort(found.begin(), found.end());
     out.insert(out.end(), found.begin(), found.end());
 }
@@ -49,7 +51,8 @@ void add_path(const std::string& path, bool explicit_file, std::vector<std::stri
     if (!fs::exists(status)) throw DataError(path, "no such file or directory");
     if (fs::is_directory(status)) return add_directory(path, out);
     if (!kind_of(path)) {
-        if (explicit_file) throw DataError(path, "not an input: expected a .txt file (one document) or a .jsonl file");
+        if (explicit_file)
+            throw DataError(path, "not an input: expected a .txt file (one document), a .jsonl file or a .parquet file");
         return;  // a glob may match other files too; skip them
     }
     out.push_back(path);
@@ -72,7 +75,7 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& specs) {
         std::sort(matches.begin(), matches.end());
         const size_t before = paths.size();
         for (const auto& m : matches) add_path(m, false, paths);
-        if (paths.size() == before) throw DataError(spec, "the pattern matches no .txt or .jsonl file");
+        if (paths.size() == before) throw DataError(spec, "the pattern matches no .txt, .jsonl or .parquet file");
     }
     std::vector<InputFile> out;
     std::set<std::string> seen;
@@ -85,14 +88,24 @@ std::vector<InputFile> expand_inputs(const std::vector<std::string>& specs) {
     return out;
 }
 
-DocumentReader::DocumentReader(std::vector<InputFile> files) : files_(std::move(files)) {}
+DocumentReader::DocumentReader(std::vector<InputFile> files, std::string text_column)
+    : files_(std::move(files)), text_column_(std::move(text_column)) {}
+
+DocumentReader::~DocumentReader() = default;
 
 bool DocumentReader::open_next_file() {
     jsonl_.reset();
+    parquet_.reset();
     current_ = nullptr;
     if (next_file_ >= files_.size()) return false;
     current_ = &files_[next_file_++];
     line_ = 0;
+    if (current_->kind == InputKind::Parquet) {
+        parquet_ = std::make_unique<ParquetTextFile>(current_->path, text_column_);
+        row_group_ = -1;
+        texts_.clear();
+        next_text_ = 0;
+    }
     return true;
 }
 
@@ -100,6 +113,27 @@ bool DocumentReader::next(Document& doc) {
     for (;;) {
         if (!current_ && !open_next_file()) return false;
         const InputFile& f = *current_;
+        if (f.kind == InputKind::Parquet) {
+            // Every row is a document, an empty text too (nanochat's loader makes it a lone BOS).
+            while (next_text_ == texts_.size()) {
+                if (++row_group_ >= parquet_->row_groups()) break;
+                texts_ = parquet_->read_row_group(static_cast<int>(row_group_));
+                next_text_ = 0;
+            }
+            if (row_group_ >= parquet_->row_groups()) {
+                current_ = nullptr;
+                continue;
+            }
+            doc.text = std::move(texts_[next_text_]);
+            doc.file = f.path;
+            doc.file_index = next_file_ - 1;
+            doc.line = 0;
+            doc.row_group = row_group_;
+            doc.row_groups_in_file = parquet_->row_groups();
+            doc.row = static_cast<int64_t>(next_text_++);
+            bytes_read_ += static_cast<int64_t>(doc.text.size());
+            return true;
+        }
         if (f.kind == InputKind::Text) {
             std::ifstream in(f.path, std::ios::binary);
             if (!in) throw DataError(f.path, "cannot open the file");
@@ -109,7 +143,10 @@ bool DocumentReader::next(Document& doc) {
             current_ = nullptr;
             doc.text = std::move(text).str();
             doc.file = f.path;
+            doc.file_index = next_file_ - 1;
             doc.line = 0;
+            doc.row_group = doc.row = -1;
+            doc.row_groups_in_file = 0;
             if (size_t bad = first_invalid_utf8(doc.text); bad != std::string::npos)
                 throw DataError::at_offset(f.path, bad, "not valid UTF-8");
             if (doc.text.empty()) {
@@ -145,7 +182,10 @@ bool DocumentReader::next(Document& doc) {
             throw DataError(f.path, static_cast<int>(line_), "\"text\" must be a string, not " + std::string(j["text"].type_name()));
         doc.text = j["text"].get<std::string>();
         doc.file = f.path;
+        doc.file_index = next_file_ - 1;
         doc.line = line_;
+        doc.row_group = doc.row = -1;
+        doc.row_groups_in_file = 0;
         if (doc.text.empty()) {
             ++empty_skipped_;
             continue;

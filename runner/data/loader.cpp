@@ -49,11 +49,20 @@ void LoaderOptions::validate() const {
 std::vector<RowGroup> rank_row_groups(const ShardSet& shards, const LoaderOptions& options, int64_t epoch) {
     // The reference's assignment: in every shard, row groups rank, rank + W, rank + 2W, ... The part of
     // the data a rank reads is the same every epoch; shuffling only changes the order it reads it in.
+    // A shard made from a parquet file has that file's row groups; others are cut into row_group_docs.
     const uint64_t G = static_cast<uint64_t>(options.row_group_docs);
     const uint64_t W = static_cast<uint64_t>(options.world_size), r = static_cast<uint64_t>(options.rank);
     std::vector<RowGroup> out;
     for (size_t s = 0; s < shards.shards().size(); ++s) {
-        const uint64_t n = shards.shards()[s].documents();
+        const ShardDocs& shard = shards.shards()[s];
+        const uint64_t n = shard.documents();
+        if (!shard.row_groups.empty()) {
+            std::vector<uint32_t> first(shard.row_groups.size(), 0);
+            for (size_t g = 1; g < first.size(); ++g) first[g] = first[g - 1] + shard.row_groups[g - 1];
+            for (uint64_t g = r; g < shard.row_groups.size(); g += W)
+                if (shard.row_groups[g] > 0) out.push_back({static_cast<uint32_t>(s), first[g], shard.row_groups[g]});
+            continue;
+        }
         for (uint64_t g = r; g * G < n; g += W)
             out.push_back({static_cast<uint32_t>(s), static_cast<uint32_t>(g * G), static_cast<uint32_t>(std::min(G, n - g * G))});
     }

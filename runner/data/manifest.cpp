@@ -44,6 +44,7 @@ std::string Manifest::to_json() const {
     j["dtype"] = shard_version == 1 ? "uint16" : "uint32";
     j["shard_tokens"] = shard_tokens;
     j["val_fraction"] = val_fraction;
+    j["split"] = split;
     j["inputs"] = inputs;
     j["empty_documents_skipped"] = empty_documents_skipped;
     ordered_json splits = ordered_json::object();
@@ -54,8 +55,14 @@ std::string Manifest::to_json() const {
     }
     j["splits"] = splits;
     ordered_json list = ordered_json::array();
-    for (const auto& f : files)
-        list.push_back({{"file", f.file}, {"split", f.split}, {"tokens", f.tokens}, {"documents", f.documents}, {"sha256", f.sha256}});
+    for (const auto& f : files) {
+        ordered_json e = {{"file", f.file}, {"split", f.split}, {"tokens", f.tokens}, {"documents", f.documents}, {"sha256", f.sha256}};
+        if (!f.source.empty()) {
+            e["source"] = f.source;
+            e["row_groups"] = f.row_groups;
+        }
+        list.push_back(e);
+    }
     j["files"] = list;
     return j.dump(2) + "\n";
 }
@@ -111,6 +118,9 @@ Manifest Manifest::parse(const std::string& text, const std::string& path) {
     if (m.shard_version != 1 && m.shard_version != 2) throw DataError(path, "shard_version: must be 1 or 2");
     m.shard_tokens = get<int64_t>(j, "shard_tokens", "", path);
     m.val_fraction = get<double>(j, "val_fraction", "", path);
+    if (j.contains("split")) m.split = get<std::string>(j, "split", "", path);
+    if (m.split != "hash" && m.split != "nanochat")
+        throw DataError(path, "split: must be \"hash\" or \"nanochat\", got \"" + m.split + "\"");
     if (j.contains("inputs")) m.inputs = get<std::vector<std::string>>(j, "inputs", "", path);
     if (j.contains("empty_documents_skipped")) m.empty_documents_skipped = get<int64_t>(j, "empty_documents_skipped", "", path);
     if (!j.contains("files") || !j["files"].is_array()) throw DataError(path, "files: missing or not a list");
@@ -125,6 +135,20 @@ Manifest Manifest::parse(const std::string& text, const std::string& path) {
             throw DataError(path, where + "file: must be a plain file name, got \"" + mf.file + "\"");
         if (mf.split != "train" && mf.split != "val")
             throw DataError(path, where + "split: must be \"train\" or \"val\", got \"" + mf.split + "\"");
+        if (f.contains("row_groups")) {
+            mf.source = get<std::string>(f, "source", where, path);
+            if (!f["row_groups"].is_array()) throw DataError(path, where + "row_groups: expected a list of document counts");
+            int64_t sum = 0;
+            for (const auto& g : f["row_groups"]) {
+                if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<int64_t>() > mf.documents)
+                    throw DataError(path, where + "row_groups: " + g.dump() + " is not a document count");
+                mf.row_groups.push_back(g.get<int64_t>());
+                sum += mf.row_groups.back();
+            }
+            if (sum != mf.documents)
+                throw DataError(path, where + "row_groups: they hold " + std::to_string(sum) + " documents, the file " +
+                                          std::to_string(mf.documents));
+        }
         m.files.push_back(std::move(mf));
     }
     return m;

@@ -17,6 +17,10 @@ struct ManifestFile {
     int64_t tokens = 0;
     int64_t documents = 0;
     std::string sha256;
+    // Shards made from a parquet file: the file, and its row groups' documents in this shard (a row
+    // group with none of them is 0): the loader's rank striding follows these, as nanochat's does.
+    std::string source;
+    std::vector<int64_t> row_groups;
 };
 
 struct Manifest {
@@ -30,6 +34,7 @@ struct Manifest {
     int shard_version = 1;        // 1 = uint16 tokens, 2 = uint32
     int64_t shard_tokens = 0;     // target tokens per shard
     double val_fraction = 0;      // share of documents pinned to validation by content hash
+    std::string split = "hash";   // "hash" (val_fraction) | "nanochat" (the last parquet file is val)
     std::vector<std::string> inputs;
     int64_t empty_documents_skipped = 0;
     std::vector<ManifestFile> files;

@@ -191,6 +191,7 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
                 if (static_cast<uint64_t>(entry->documents) != s.documents())
                     throw DataError(f.path(), "has " + group_digits(s.documents()) + " documents but " +
                                                   manifest_paths[candidates[i].dir] + " says " + group_digits(entry->documents));
+                s.row_groups.assign(entry->row_groups.begin(), entry->row_groups.end());
                 if (s.leading_tokens != 0)
                     throw DataError::at_offset(f.path(), f.offset_of(0), "does not start with the BOS token " +
                                                                              std::to_string(*bos));
@@ -214,8 +215,11 @@ std::shared_ptr<const ShardSet> ShardSet::open(const std::string& spec, const Sh
         if (e) std::rethrow_exception(e);
 
     Sha256 h;
-    for (const auto& s : shards)
-        h.update(s.name + ":" + std::to_string(s.file->num_tokens()) + ":" + std::to_string(s.documents()) + ";");
+    for (const auto& s : shards) {
+        h.update(s.name + ":" + std::to_string(s.file->num_tokens()) + ":" + std::to_string(s.documents()));
+        for (uint32_t g : s.row_groups) h.update("," + std::to_string(g));  // parquet-born: its row groups too
+        h.update(";");
+    }
     set->fingerprint_ = h.hex_digest();
     return set;
 }

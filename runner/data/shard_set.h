@@ -23,6 +23,9 @@ struct ShardDocs {
     std::vector<uint64_t> starts;   // token offset of each document's BOS
     uint64_t leading_tokens = 0;    // tokens before the first BOS
     uint32_t max_token = 0;
+    // Documents per row group of the parquet file the shard was made from (manifest.json), in order;
+    // empty for shards made from text, which the loader cuts into row groups of row_group_docs.
+    std::vector<uint32_t> row_groups;
 
     uint64_t documents() const { return starts.size(); }
     uint64_t doc_begin(uint64_t d) const { return starts[d]; }

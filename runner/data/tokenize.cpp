@@ -62,13 +62,24 @@ public:
     SplitWriter(std::string dir, std::string split, int version, int64_t shard_tokens)
         : dir_(std::move(dir)), split_(std::move(split)), version_(version), shard_tokens_(shard_tokens) {}
 
-    void add(const std::vector<int32_t>& doc) {
+    // Parquet input: a shard per parquet file (and split), recording the file's row groups.
+    void begin_source(const std::string& source, int64_t row_groups) {
+        finish();
+        source_ = source;
+        row_groups_.assign(static_cast<size_t>(row_groups), 0);
+    }
+
+    void add(const std::vector<int32_t>& doc, int64_t row_group = -1) {
         if (static_cast<int64_t>(doc.size()) > kMaxShardTokens)
             throw DataError(split_, "a document of " + util::group_digits(static_cast<int64_t>(doc.size())) +
                                         " tokens does not fit in a shard");
-        if (writer_ && writer_->num_tokens() > 0 &&
+        if (source_.empty() && writer_ && writer_->num_tokens() > 0 &&
             static_cast<int64_t>(writer_->num_tokens() + doc.size()) > shard_tokens_)
             finish();
+        if (!source_.empty() && writer_ && static_cast<int64_t>(writer_->num_tokens() + doc.size()) > kMaxShardTokens)
+            throw DataError(source_, "holds more than " + util::group_digits(kMaxShardTokens) +
+                                         " tokens of one split, more than a shard can (split the parquet file)");
+        if (row_group >= 0) ++row_groups_.at(static_cast<size_t>(row_group));
         if (!writer_) {
             name_ = fmt::format("{}_{:06d}.bin", split_, files_.size());
             writer_ = std::make_unique<ShardWriter>((fs::path(dir_) / name_).string(), version_);
@@ -83,7 +94,7 @@ public:
         const int64_t tokens = static_cast<int64_t>(writer_->num_tokens());
         writer_->close();
         writer_.reset();
-        files_.push_back({name_, split_, tokens, documents_, ""});
+        files_.push_back({name_, split_, tokens, documents_, "", source_, row_groups_});
     }
 
     std::vector<ManifestFile>& files() { return files_; }
@@ -95,6 +106,8 @@ private:
     std::unique_ptr<ShardWriter> writer_;
     std::string name_;
     int64_t documents_ = 0;
+    std::string source_;               // parquet input: the file the current shard comes from
+    std::vector<int64_t> row_groups_;  // and its row groups' documents in this shard
     std::vector<ManifestFile> files_;
 };
 
@@ -130,6 +143,19 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
         throw DataError("--val-fraction", "must be at least 0 and below 1");
     if (inputs.empty()) throw DataError("--input", "no inputs given");
     std::vector<InputFile> files = expand_inputs(inputs);
+    size_t parquet_files = 0;
+    for (const auto& f : files) parquet_files += f.kind == InputKind::Parquet;
+    const bool parquet = parquet_files > 0;
+    if (parquet && parquet_files != files.size())
+        throw DataError("--input", "parquet files cannot be mixed with .txt/.jsonl inputs (the parquet files' row groups "
+                                   "decide which documents each rank reads); tokenize them separately");
+    if (options.split != "hash" && options.split != "nanochat")
+        throw DataError("--split", "'" + options.split + "' is not a split: hash (by --val-fraction) or nanochat (the last parquet file is val)");
+    const bool nanochat_split = options.split == "nanochat";
+    if (nanochat_split && (!parquet || files.size() < 2))
+        throw DataError("--split", "nanochat takes the last of two or more parquet files as validation; the inputs are " +
+                                       std::to_string(files.size()) + (parquet ? " parquet file" : " text file") +
+                                       (files.size() == 1 ? "" : "s"));
 
     fs::path out = fs::path(output_dir).lexically_normal();
     if (!out.has_filename()) out = out.parent_path();  // "dir/"
@@ -166,8 +192,9 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     util::ProgressOptions shown = progress;
     shown.unit_scale = 1e-6;
     util::Progress meter("tokenizing", input_bytes, "MB", shown);
-    DocumentReader reader(files);
+    DocumentReader reader(files, options.text_column);
     std::vector<Document> chunk;
+    size_t source = SIZE_MAX;  // parquet input: the file whose shards are open
     std::vector<std::vector<int32_t>> encoded;
     const int32_t bos = tokenizer.bos_id();
     for (bool more = true; more;) {
@@ -182,9 +209,17 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
         }
         encode_parallel(tokenizer, chunk, encoded, threads);
         for (size_t i = 0; i < chunk.size(); ++i) {
+            const Document& d = chunk[i];
             encoded[i].insert(encoded[i].begin(), bos);
             total_tokens += static_cast<int64_t>(encoded[i].size());
-            (is_validation_document(chunk[i].text, options.val_fraction) ? val : train).add(encoded[i]);
+            if (parquet && d.file_index != source) {
+                source = d.file_index;
+                train.begin_source(d.file, d.row_groups_in_file);
+                val.begin_source(d.file, d.row_groups_in_file);
+            }
+            const bool is_val = nanochat_split ? d.file_index + 1 == files.size()
+                                               : is_validation_document(d.text, options.val_fraction);
+            (is_val ? val : train).add(encoded[i], d.row_group);
         }
         meter.set(static_cast<int64_t>(reader.bytes_read()));  // text bytes: below the file bytes of .jsonl
     }
@@ -205,7 +240,8 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     m.bos_id = bos;
     m.shard_version = version;
     m.shard_tokens = options.shard_tokens;
-    m.val_fraction = options.val_fraction;
+    m.val_fraction = nanochat_split ? 0.0 : options.val_fraction;
+    m.split = options.split;
     m.inputs = inputs;
     m.empty_documents_skipped = reader.empty_skipped();
     for (auto* split : {&train, &val})

@@ -15,7 +15,9 @@ namespace l3lab::data {
 
 struct TokenizeOptions {
     int64_t shard_tokens = 100'000'000;  // a shard is closed before it would exceed this (llm.c's size)
-    double val_fraction = 0.05;          // share of documents pinned to validation
+    double val_fraction = 0.05;          // share of documents pinned to validation (split "hash")
+    std::string split = "hash";          // "hash" | "nanochat": the last parquet file is validation
+    std::string text_column = "text";    // the parquet files' text column
     int threads = 0;                     // 0 = every core
     bool overwrite = false;              // replace a non-empty output directory
     std::string created_by = "l3lab";    // recorded in manifest.json
