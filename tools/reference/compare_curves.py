@@ -89,16 +89,11 @@ def run_reference(args, base_dir, log_path):
     return losses, bpbs
 
 
-def run_l3lab(args, parquet_dir, tokenizer_dir, vocab_size):
-    shards = args.work / "shards"
-    if shards.exists():
-        shutil.rmtree(shards)
-    subprocess.run([args.l3lab, "data", "tokenize", "--tokenizer", str(tokenizer_dir), "--input", str(parquet_dir),
-                    "--split", "nanochat", "--output", str(shards)], check=True, stdout=subprocess.DEVNULL)
+def l3lab_yaml(args, vocab_size):
+    """The experiment equivalent to run_reference's flags; {TOKENIZER} and {SHARDS} stand for the paths."""
     bt = args.batch * args.seq
     l3 = f"[{args.l3_after_layers}]" if args.l3_after_layers else "[]"
-    config = args.work / "l3lab.yaml"
-    config.write_text(f"""extends: {ROOT / 'experiments' / 'base.yaml'}
+    return f"""extends: {{BASE}}
 name: compare-curves
 device: cpu
 model:
@@ -112,10 +107,21 @@ batch: {{device_batch_size: {args.batch}, total_batch_size: {bt}}}
 eval: {{every: {args.eval_every}, tokens: {bt * args.eval_batches}}}
 sample: {{every: -1}}
 data:
-  tokenizer: {tokenizer_dir}
-  train: {shards}/train_*.bin
-  val: {shards}/val_*.bin
-""")
+  tokenizer: {{TOKENIZER}}
+  train: {{SHARDS}}/train_*.bin
+  val: {{SHARDS}}/val_*.bin
+"""
+
+
+def run_l3lab(args, parquet_dir, tokenizer_dir, vocab_size):
+    shards = args.work / "shards"
+    if shards.exists():
+        shutil.rmtree(shards)
+    subprocess.run([args.l3lab, "data", "tokenize", "--tokenizer", str(tokenizer_dir), "--input", str(parquet_dir),
+                    "--split", "nanochat", "--output", str(shards)], check=True, stdout=subprocess.DEVNULL)
+    config = args.work / "l3lab.yaml"
+    config.write_text(l3lab_yaml(args, vocab_size).replace("{BASE}", str(ROOT / "experiments" / "base.yaml"))
+                      .replace("{TOKENIZER}", str(tokenizer_dir)).replace("{SHARDS}", str(shards)))
     run_dir = args.work / "l3lab-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -155,6 +161,8 @@ def main():
     p.add_argument("--print-every", type=int, default=5)
     p.add_argument("--l3lab", default=str(ROOT / "build" / "l3lab"))
     p.add_argument("--json", type=Path, help="write both curves here")
+    p.add_argument("--golden", type=Path,
+                   help="run only the reference and write its curve with the equivalent l3lab YAML here (a CTest fixture)")
     args = p.parse_args()
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -182,6 +190,14 @@ def main():
     vocab_size = write_token_bytes(tokenizer_dir)
 
     ref_loss, ref_bpb = run_reference(args, base_dir, args.work / "reference.log")
+    if args.golden:
+        args.golden.write_text(json.dumps({
+            "generated_by": "tools/reference/compare_curves.py --golden", "reference": "karpathy/nanochat@b7629ef scripts/base_train.py",
+            "command": " ".join(sys.argv[1:]), "yaml": l3lab_yaml(args, vocab_size),
+            "loss": {str(k): v for k, v in sorted(ref_loss.items())}, "bpb": {str(k): v for k, v in sorted(ref_bpb.items())}},
+            indent=1) + "\n")
+        print(f"wrote {args.golden}: {len(ref_loss)} steps, {len(ref_bpb)} evaluations")
+        return
     our_loss, our_bpb = run_l3lab(args, parquet_dir, tokenizer_dir, vocab_size)
 
     print(f"\n{'L3 after layers ' + args.l3_after_layers if args.l3_after_layers else 'dense'}, depth {args.depth}, "
