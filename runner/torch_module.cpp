@@ -34,9 +34,10 @@ const TorchModule* torch_module(std::string* error) {
         using Command = int (*)(const char*, void (*)(const char*, void*), void*);
         module.eval_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_eval"));
         module.sample_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_sample"));
+        module.export_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_export"));
         module.cuda_devices_fn = reinterpret_cast<int (*)()>(dlsym(handle, "l3lab_torch_cuda_devices"));
         module.distributed_fn = reinterpret_cast<Command>(dlsym(handle, "l3lab_torch_distributed"));
-        if (!module.runtime_info_fn || !module.train_fn || !module.eval_fn || !module.sample_fn || !module.distributed_fn)
+        if (!module.runtime_info_fn || !module.train_fn || !module.eval_fn || !module.sample_fn || !module.export_fn || !module.distributed_fn)
             load_error = path + " lacks the l3lab_torch_* entry points";
     });
     if (!load_error.empty() || !module.runtime_info_fn) {

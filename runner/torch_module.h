@@ -14,6 +14,8 @@ struct TorchModule {
     // Output goes through emit(text, context); errors to stderr. Both return the exit code.
     int (*eval_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
     int (*sample_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
+    // {"checkpoint": dir, "output": dir}: nanochat's model_<step>.pt + meta_<step>.json
+    int (*export_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
     // The rendezvous of a data-parallel launch (runner/dist/launch.h); emits one JSON reply.
     int (*distributed_fn)(const char* request_json, void (*emit)(const char*, void*), void* context);
 

@@ -1,9 +1,14 @@
 #include "modules/torch/weights.h"
 
+#include <map>
+#include <set>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cstring>
+#include <map>
+#include <set>
 
 namespace l3lab::modules {
 
@@ -101,6 +106,42 @@ void load_weights(GPT& model, const std::string& path) {
     for (const auto& l3 : model->l3_layers->items()) {
         auto layer = l3.second->as<L3LayerImpl>();
         layer->set_bounds(to_tensor(*file.find("l3_layers." + l3.first + ".bounds")));
+    }
+}
+
+void load_state_dict(GPT& model, const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& source) {
+    std::map<std::string, at::Tensor> by_name;
+    std::vector<std::string> problems;
+    for (const auto& [name, t] : tensors)
+        if (!by_name.emplace(name, t).second) problems.push_back(name + ": appears twice");
+    std::set<std::string> expected_names;
+    for (const auto& [name, shape] : expected_weights(model)) {
+        expected_names.insert(name);
+        auto it = by_name.find(name);
+        if (it == by_name.end()) {
+            problems.push_back(name + ": missing");
+            continue;
+        }
+        if (it->second.sizes().vec() != shape) {
+            std::string want, got;
+            for (int64_t d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+            for (int64_t d : it->second.sizes()) got += (got.empty() ? "" : ", ") + std::to_string(d);
+            problems.push_back(name + ": shape [" + got + "], the model's is [" + want + "]");
+        }
+    }
+    for (const auto& [name, t] : by_name)
+        if (!expected_names.count(name)) problems.push_back(name + ": not a tensor of this model");
+    if (!problems.empty()) {
+        std::string message = source + ": does not fit this model (" + std::to_string(problems.size()) + " problem" +
+                              (problems.size() == 1 ? "" : "s") + "):";
+        for (const auto& p : problems) message += "\n  " + p;
+        throw WeightsError(message);
+    }
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters(true)) item.value().copy_(by_name.at(item.key()));  // dtype, device
+    for (const auto& l3 : model->l3_layers->items()) {
+        auto layer = l3.second->as<L3LayerImpl>();
+        layer->set_bounds(by_name.at("l3_layers." + l3.first + ".bounds").to(at::kCPU, at::kLong));
     }
 }
 

@@ -26,6 +26,9 @@ void save_weights(const GPT& model, const std::string& path, const std::map<std:
 // Values are converted to each parameter's dtype and device (bf16 embeddings on CUDA, for example).
 void load_weights(GPT& model, const std::string& path);
 
+// The same from named tensors (a nanochat model_<step>.pt's state_dict); `source` names them in errors.
+void load_state_dict(GPT& model, const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& source);
+
 // What a well-formed file for `model` must contain: names and shapes (bounds: [vocab_size + 1]).
 std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const GPT& model);
 

@@ -128,8 +128,66 @@ void check_data(const config::Experiment& e, int world_size) {
     }
 }
 
+// A nanochat checkpoint (a directory with model_<step>.pt + meta_<step>.json, or a model_*.pt): its
+// meta's model_config must describe the experiment's model, field by field (GPTConfig's names). The
+// tensors themselves are checked name by name when the trainer loads them.
+void check_nanochat_init_from(const plan::Plan& p, const std::string& path) {
+    auto fail = [&](const std::string& message) { throw config::ConfigException({{{path, 0, 0}, "--init-from", message}}); };
+    std::error_code ec;
+    fs::path model = path;
+    if (fs::is_directory(path, ec)) {
+        long long best = -1;
+        for (const auto& entry : fs::directory_iterator(path, ec)) {
+            const std::string name = entry.path().filename().string();
+            if (name.size() > 9 && name.rfind("model_", 0) == 0 && name.substr(name.size() - 3) == ".pt") {
+                try {
+                    const long long step = std::stoll(name.substr(6, name.size() - 9));
+                    if (step > best) best = step, model = entry.path();
+                } catch (const std::exception&) {
+                }
+            }
+        }
+        if (best < 0) fail("no model_<step>.pt in this directory (a nanochat checkpoint directory has them)");
+    } else if (!fs::exists(path, ec)) {
+        fail("no such file or directory");
+    }
+    const std::string stem = model.filename().string();  // model_000050.pt
+    const fs::path meta = model.parent_path() / ("meta_" + stem.substr(6, stem.size() - 9) + ".json");
+    nlohmann::json m;
+    try {
+        m = nlohmann::json::parse(read_text(meta)).at("model_config");
+    } catch (const std::exception& err) {
+        fail(meta.string() + ": cannot read its model_config (" + err.what() + ")");
+    }
+    std::string after;
+    for (const auto& l3 : p.model.l3) after += (after.empty() ? "" : ",") + std::to_string(l3.after_block);
+    const auto* l3 = p.model.l3.empty() ? nullptr : &p.model.l3.front().options;
+    const std::vector<std::pair<std::string, nlohmann::json>> want = {
+        {"sequence_len", p.model.sequence_len}, {"vocab_size", p.model.vocab_size}, {"n_layer", p.model.n_layer},
+        {"n_head", p.model.n_head}, {"n_kv_head", p.model.n_kv_head}, {"n_embd", p.model.n_embd},
+        {"window_pattern", p.model.window_pattern}, {"l3_after_layers", after}};
+    std::vector<config::ConfigError> errors;
+    auto differs = [&](const std::string& key, const nlohmann::json& ours) {
+        if (!m.contains(key)) return errors.push_back({{meta.string(), 0, 0}, "--init-from", key + ": missing from model_config"});
+        if (m[key] != ours)
+            errors.push_back({{meta.string(), 0, 0}, "--init-from",
+                              key + ": the checkpoint has " + m[key].dump() + ", the experiment " + ours.dump()});
+    };
+    for (const auto& [key, ours] : want) differs(key, ours);
+    if (l3) {
+        differs("l3_n_emb", l3->n_emb);
+        differs("l3_k_max", l3->k_max);
+        differs("l3_tie_kv", l3->tie_kv);
+        if (m.value("l3_d_up", nlohmann::json(0)) != nlohmann::json(0)) differs("l3_d_up", l3->d_up);  // 0 = 4 * n_embd
+    }
+    if (!errors.empty()) throw config::ConfigException(errors);
+}
+
 // --init-from: the file must hold exactly the model's tensors (names and shapes), L3 bounds included.
 void check_init_from(const config::Experiment& e, const plan::Plan& p, const std::string& path) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec) || (path.size() > 3 && path.substr(path.size() - 3) == ".pt"))
+        return check_nanochat_init_from(p, path);
     io::SafetensorsFile file;
     try {
         file = io::read_safetensors(path);
@@ -252,7 +310,8 @@ int cmd_train(const std::vector<std::string>& args, std::ostream& out, std::ostr
     options.add_options()("run-dir", po::value<std::string>(), "put the run exactly here")(
         "resume", po::value<std::string>()->default_value("never"),
         "auto: continue an unfinished run of this config (the --run-dir, or the newest in <output>/<name>/); never")(
-        "init-from", po::value<std::string>(), "start from these reference-named weights (safetensors, L3 bounds included)");
+        "init-from", po::value<std::string>(),
+        "start from these weights: l3lab's reference-named safetensors, or a nanochat checkpoint (directory or model_<step>.pt)");
     po::variables_map vm;
     std::vector<std::string> positionals;
     if (!parse_command(args, options, "train EXP.yaml [key=value ...] [--run-dir D] [--resume auto|never] [--init-from W]",
@@ -495,6 +554,41 @@ int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ost
                               {"top_k", vm["top-k"].as<long long>()},
                               {"seed", vm["seed"].as<unsigned long long>()}};
     return require_torch().sample_fn(request.dump().c_str(), emit_to_stream, &out);
+}
+
+int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    (void)err;
+    po::options_description options("options");
+    options.add_options()("format", po::value<std::string>()->default_value("nanochat"), "nanochat (the only format)")(
+        "output", po::value<std::string>(), "directory to write into (e.g. nanochat's base_checkpoints/)")(
+        "tag", po::value<std::string>(), "subdirectory: nanochat's model tag (default d<depth>)")(
+        "step", po::value<long long>(), "the checkpoint of this step (default: the newest)");
+    po::variables_map vm;
+    std::vector<std::string> positionals;
+    if (!parse_command(args, options, "export RUN_DIR|CKPT_DIR --output DIR [--tag TAG] [--step N] [--format nanochat]",
+                       "Writes a checkpoint as nanochat's model_<step>.pt and meta_<step>.json into DIR/TAG, where\n"
+                       "nanochat's checkpoint_manager (build_model, load_model) loads it.",
+                       vm, positionals, out))
+        return 0;
+    if (positionals.size() != 1) throw UsageError("expected exactly one run or checkpoint directory");
+    if (vm["format"].as<std::string>() != "nanochat")
+        throw UsageError("--format: '" + vm["format"].as<std::string>() + "' is not a format l3lab exports (nanochat)");
+    if (!vm.count("output")) throw UsageError("give --output DIR");
+    std::string checkpoint = positionals.front();
+    if (vm.count("step")) {
+        if (!run::is_run_dir(checkpoint)) throw UsageError("--step needs a run directory");
+        checkpoint = (fs::path(train::checkpoints_root(checkpoint)) / train::checkpoint_name(vm["step"].as<long long>())).string();
+    }
+    checkpoint = resolve_checkpoint(checkpoint);
+    std::string tag = vm.count("tag") ? vm["tag"].as<std::string>() : "";
+    if (tag.empty()) {
+        const auto e = config::load_experiment((fs::path(checkpoint).parent_path().parent_path() / "config.yaml").string(), {});
+        tag = "d" + std::to_string(e.model.depth);
+    }
+    if (tag.find('/') != std::string::npos || tag == "." || tag == "..") throw UsageError("--tag must be a plain name");
+    const nlohmann::json request = {{"checkpoint", checkpoint},
+                                    {"output", (fs::path(vm["output"].as<std::string>()) / tag).string()}};
+    return require_torch().export_fn(request.dump().c_str(), emit_to_stream, &out);
 }
 
 }  // namespace l3lab::cli

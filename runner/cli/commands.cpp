@@ -26,6 +26,8 @@ const std::vector<Command>& commands() {
         {"eval", "CKPT_DIR [--tokens N] [--json]", "validation bits-per-byte and mean loss of a checkpoint", cmd_eval},
         {"sample", "CKPT_DIR --prompt TEXT [...]", "generate text from a checkpoint (greedy, or temperature/top-k)",
          cmd_sample},
+        {"export", "RUN_DIR|CKPT_DIR --output DIR [--tag TAG] [--step N]",
+         "write a checkpoint as nanochat's model_<step>.pt + meta_<step>.json", cmd_export},
         {"data", "train-tokenizer|tokenize|inspect|batches [options]",
          "tokenizer training, token shards + manifest, shard inspection, batch preview", cmd_data},
         {"sweep", "plan|run|status|collect|slurm SWEEP.yaml [options]",

@@ -4,12 +4,15 @@
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "modules/torch/weights.h"
+#include "runner/torch/nanochat_checkpoint.h"
 #include "runner/config/experiment.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
@@ -128,6 +131,84 @@ extern "C" int l3lab_torch_sample(const char* request_json, void (*emit)(const c
             progress.finish();
             print(text + "\n");
         }
+        return 0;
+    });
+}
+
+// {"checkpoint": dir, "output": dir}: the checkpoint as nanochat's model_<step>.pt + meta_<step>.json.
+extern "C" int l3lab_torch_export(const char* request_json, void (*emit)(const char*, void*), void* context) {
+    const Emitter print{emit, context};
+    return guarded([&] {
+        json request = json::parse(request_json);
+        const std::string checkpoint = request.at("checkpoint").get<std::string>();
+        const fs::path output = request.at("output").get<std::string>();
+        Loaded l = load(checkpoint);
+        const auto& c = l.config;
+        const l3lab::plan::Plan plan = l3lab::plan::make_plan(c);
+        const auto& m = plan.model;
+        // What nanochat's GPTConfig cannot say is refused, naming the key.
+        std::vector<l3lab::config::ConfigError> errors;
+        auto refuse = [&](const std::string& key, const std::string& why) { errors.push_back({c.where(key), key, why}); };
+        if (m.softcap != 15.0) refuse("model.softcap", "nanochat's GPT has a logit softcap of 15");
+        if (m.pad_vocab_to != 64) refuse("model.pad_vocab_to", "nanochat's GPT pads the vocabulary to a multiple of 64");
+        std::string after_layers;
+        for (const auto& p : m.l3) {
+            after_layers += (after_layers.empty() ? "" : ",") + std::to_string(p.after_block);
+            const auto& o = p.options, &first = m.l3.front().options;
+            if (o.n_emb != first.n_emb || o.d_up != first.d_up || o.k_max != first.k_max || o.tie_kv != first.tie_kv)
+                refuse("model.l3", "nanochat's GPTConfig gives every L3 layer the same n_emb, d_up, k_max and tie_kv");
+            if (o.d_emb != m.n_embd) refuse("model.l3.d_emb", "nanochat's L3 values are n_embd wide");
+        }
+        if (!errors.empty()) throw l3lab::config::ConfigException(errors);
+        const json state = json::parse(std::ifstream(fs::path(checkpoint) / "state.json"));
+        const json& loop = state.at("loop");
+        const long long step = state.at("step").get<long long>();
+        const auto* l3 = m.l3.empty() ? nullptr : &m.l3.front().options;
+        const json model_config = {{"sequence_len", m.sequence_len},
+                                   {"vocab_size", m.vocab_size},
+                                   {"n_layer", m.n_layer},
+                                   {"n_head", m.n_head},
+                                   {"n_kv_head", m.n_kv_head},
+                                   {"n_embd", m.n_embd},
+                                   {"window_pattern", m.window_pattern},
+                                   {"l3_after_layers", after_layers},
+                                   {"l3_n_emb", l3 ? l3->n_emb : 0},
+                                   {"l3_d_up", l3 ? l3->d_up : 0},
+                                   {"l3_k_max", l3 ? l3->k_max : c.model.l3.k_max},
+                                   {"l3_tie_kv", l3 ? l3->tie_kv : true}};
+        const long long total_batch = plan.total_batch_size;
+        const json meta = {
+            {"step", step},
+            {"val_bpb", loop.at("val_bpb")},
+            {"model_config", model_config},
+            {"user_config", {{"run", c.name}, {"depth", m.n_layer}, {"max_seq_len", m.sequence_len},
+                             {"window_pattern", m.window_pattern}, {"l3_after_layers", after_layers},
+                             {"device_batch_size", c.batch.device_batch_size}, {"total_batch_size", total_batch},
+                             {"num_iterations", plan.num_iterations},
+                             {"exported_by", "l3lab export"}, {"l3lab_checkpoint", checkpoint}}},
+            {"device_batch_size", c.batch.device_batch_size},
+            {"max_seq_len", m.sequence_len},
+            {"total_batch_size", total_batch},
+            {"dataloader_state_dict", nullptr},  // l3lab's loader state has no (pq_idx, rg_idx) form
+            {"loop_state", {{"min_val_bpb", loop.at("min_val_bpb")},
+                            {"smooth_train_loss", loop.at("smooth_train_loss")},
+                            {"total_training_time", loop.at("total_training_time")}}}};
+        char stem[32];
+        std::snprintf(stem, sizeof stem, "%06lld", step);
+        fs::create_directories(output);
+        const fs::path model_path = output / ("model_" + std::string(stem) + ".pt");
+        const fs::path meta_path = output / ("meta_" + std::string(stem) + ".json");
+        const std::string tmp_suffix = ".tmp-export";
+        l3lab::nanochat::write_state_dict(model_path.string() + tmp_suffix, l3lab::modules::state_dict(l.model));
+        {
+            std::ofstream o(meta_path.string() + tmp_suffix);
+            o << meta.dump(2);
+            if (!o) throw std::runtime_error(meta_path.string() + ": cannot write");
+        }
+        fs::rename(model_path.string() + tmp_suffix, model_path);
+        fs::rename(meta_path.string() + tmp_suffix, meta_path);
+        print("wrote " + model_path.string() + " (" + std::to_string(fs::file_size(model_path)) + " bytes)\n");
+        print("wrote " + meta_path.string() + "\n");
         return 0;
     });
 }

@@ -6,6 +6,7 @@
 #include "runner/torch/distributed.h"
 #include "runner/torch/guard.h"
 #include "runner/torch/inference.h"
+#include "runner/torch/nanochat_checkpoint.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -280,7 +281,16 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
 void build_model(Run& run) {
     run.model = modules::GPT(run.plan.model);
     if (!run.request.init_from.empty()) {
-        modules::load_weights(run.model, run.request.init_from);  // every tensor, L3 bounds included
+        if (nanochat::is_checkpoint_path(run.request.init_from)) {  // nanochat's model_<step>.pt (bf16 or float32)
+            try {
+                const std::string file = nanochat::model_file(run.request.init_from);
+                modules::load_state_dict(run.model, nanochat::read_state_dict(file), file);
+            } catch (const std::runtime_error& e) {  // unreadable or another model's: bad input, exit 2
+                throw config::ConfigException({{{run.request.init_from, 0, 0}, "--init-from", e.what()}});
+            }
+        } else {
+            modules::load_weights(run.model, run.request.init_from);  // every tensor, L3 bounds included
+        }
         log_line("weights from " + run.request.init_from + " (no allocation computed)");
     } else {
         at::manual_seed(static_cast<uint64_t>(run.config.seed));

@@ -1,0 +1,149 @@
+// Checkpoints both ways between l3lab and nanochat. Import: a checkpoint nanochat's own base_train.py saved
+// (tests/fixtures/nanochat_checkpoint, tools/reference/make_checkpoint_fixture.py) continues in l3lab with
+// the validation bpb nanochat measured on it; bfloat16 too; an OrderedDict (as nanochat saves it) and a model
+// that does not match are refused with exit 2. Export: `l3lab export` writes what Python's torch.load
+// (weights_only, as nanochat calls it) reads back tensor for tensor, with every GPTConfig field in the meta,
+// and what it wrote imports again with the same bpb. (nanochat's own build_model on the export:
+// tools/reference/check_nanochat_export.py, docs/training.md.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+using namespace l3lab;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+#ifdef L3LAB_PYTHON
+namespace {
+
+const fs::path kFixtures = test::kSourceDir / "tests" / "fixtures";
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+    for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
+    return s;
+}
+
+// The 10-step dense experiment of tests/fixtures/curves (the one the fixture checkpoint comes from), on
+// shards of the parquet fixture, one step long.
+struct Workspace {
+    test::TempDir dir;
+    std::string experiment;
+    Workspace() {
+        test::prepare_training_suite();
+        const std::string shards = (dir.path() / "shards").string();
+        auto r = test::run_cli({"data", "tokenize", "--tokenizer", (kFixtures / "bpe" / "full").string(), "--input",
+                                (kFixtures / "parquet" / "base_data").string(), "--split", "nanochat", "--output", shards});
+        EXPECT_EQ(r.code, 0) << r.err;
+        std::string yaml = json::parse(test::slurp(kFixtures / "curves" / "dense.json"))["yaml"];
+        yaml = replace_all(yaml, "{BASE}", (test::kSourceDir / "experiments" / "base.yaml").string());
+        yaml = replace_all(yaml, "{TOKENIZER}", (kFixtures / "bpe" / "full").string());
+        yaml = replace_all(yaml, "{SHARDS}", shards);
+        experiment = dir.write("dense.yaml", yaml);
+    }
+    // The validation bpb at step 0 of a one-step run started from `init`; NaN when it failed.
+    double first_bpb(const std::string& init, const std::string& name, test::CliResult* result = nullptr) {
+        const fs::path run = dir.path() / ("run-" + name);
+        auto r = test::run_cli({"train", experiment, "horizon.num_iterations=1", "--init-from", init, "--run-dir", run.string()});
+        if (result) *result = r;
+        EXPECT_EQ(r.code, 0) << r.err;
+        std::ifstream in(run / "metrics.jsonl");
+        for (std::string line; std::getline(in, line);) {
+            const json j = json::parse(line);
+            if (j["kind"] == "val" && j["step"] == 0) return j["bpb"];
+        }
+        return NAN;
+    }
+    void python(const std::string& code) {
+        const fs::path script = dir.path() / "script.py";
+        std::ofstream(script) << "import collections, json, sys, torch\nd = sys.argv[1]\n" << code;
+        const std::string cmd = std::string(L3LAB_PYTHON) + " " + script.string() + " " + dir.path().string() + " 2>&1";
+        ASSERT_EQ(std::system(cmd.c_str()), 0) << code;
+    }
+};
+
+}  // namespace
+
+TEST(NanochatCheckpoint, AReferenceCheckpointContinuesWithTheReferencesValidationBpb) {
+    Workspace s;
+    const fs::path fixture = kFixtures / "nanochat_checkpoint";
+    const double reference_bpb = json::parse(test::slurp(fixture / "meta_000010.json"))["val_bpb"];
+    EXPECT_NEAR(s.first_bpb(fixture.string(), "float32"), reference_bpb, 1e-5 * reference_bpb);
+    EXPECT_NEAR(s.first_bpb((fixture / "model_000010.pt").string(), "file"), reference_bpb, 1e-5 * reference_bpb);
+
+    // nanochat on CUDA keeps bfloat16 weights; "_orig_mod." prefixes come from a torch.compile'd model.
+    fs::create_directories(s.dir.path() / "bf16");
+    fs::copy(fixture / "meta_000010.json", s.dir.path() / "bf16" / "meta_000010.json");
+    s.python("sd = torch.load('" + (fixture / "model_000010.pt").string() + "')\n"
+             "torch.save({'_orig_mod.' + k: v.bfloat16() if v.is_floating_point() else v for k, v in sd.items()},"
+             " d + '/bf16/model_000010.pt')\n");
+    const double bf16 = s.first_bpb((s.dir.path() / "bf16").string(), "bf16");
+    EXPECT_NEAR(bf16, reference_bpb, 2e-2 * reference_bpb);
+    EXPECT_NE(bf16, reference_bpb);  // the weights were rounded: this is not the float32 file again
+}
+
+TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
+    Workspace s;
+    const fs::path fixture = kFixtures / "nanochat_checkpoint";
+    fs::create_directories(s.dir.path() / "ordered");
+    fs::copy(fixture / "meta_000010.json", s.dir.path() / "ordered" / "meta_000010.json");
+    s.python("sd = torch.load('" + (fixture / "model_000010.pt").string() + "')\n"
+             "torch.save(collections.OrderedDict(sd), d + '/ordered/model_000010.pt')\n");
+    // The executable itself: the trainer's message goes to the process's stderr.
+    const std::string log = (s.dir.path() / "ordered.log").string();
+    EXPECT_EQ(test::wait_exit(test::spawn_l3lab({"train", s.experiment, "horizon.num_iterations=1", "--init-from",
+                                                 (s.dir.path() / "ordered").string(), "--run-dir",
+                                                 (s.dir.path() / "run-ordered").string()},
+                                                log)),
+              2);
+    EXPECT_NE(test::slurp(log).find("holds a collections.OrderedDict (as torch.save(model.state_dict()) writes), which "
+                                    "libtorch's unpickler (torch::jit::pickle_load, torch 2.11) reads as None"),
+              std::string::npos)
+        << test::slurp(log);
+    auto r = test::run_cli({"train", s.experiment, "--init-from", (s.dir.path() / "nowhere").string()});
+    EXPECT_EQ(r.code, 2);
+
+    // Another model: refused field by field before any run directory exists.
+    r = test::run_cli({"train", s.experiment, "model.depth=3", "model.window_pattern=SL", "--init-from", fixture.string(),
+                       "--run-dir", (s.dir.path() / "run-other").string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("meta_000010.json: --init-from: n_layer: the checkpoint has 2, the experiment 3"), std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("window_pattern: the checkpoint has \"L\", the experiment \"SL\""), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(s.dir.path() / "run-other"));
+}
+
+TEST(NanochatCheckpoint, ExportIsWhatTorchLoadReadsAndImportsBackWithTheSameBpb) {
+    Workspace s;
+    const fs::path run = s.dir.path() / "trained";
+    auto r = test::run_cli({"train", s.experiment, "--run-dir", run.string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = test::run_cli({"export", run.string(), "--output", (s.dir.path() / "base_checkpoints").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const fs::path out = s.dir.path() / "base_checkpoints" / "d2";
+    ASSERT_TRUE(fs::exists(out / "model_000010.pt")) << r.out;
+    s.python("from safetensors.torch import load_file\n"
+             "sd = torch.load(d + '/base_checkpoints/d2/model_000010.pt', map_location='cpu', weights_only=True)\n"
+             "ours = load_file('" + (run / "checkpoints" / "step-00000010" / "model.safetensors").string() + "')\n"
+             "assert type(sd) is dict and sorted(sd) == sorted(ours), (list(sd), list(ours))\n"
+             "assert all(torch.equal(sd[k], ours[k]) and sd[k].dtype == ours[k].dtype for k in ours)\n"
+             "meta = json.load(open(d + '/base_checkpoints/d2/meta_000010.json'))\n"
+             "fields = ['sequence_len', 'vocab_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd', 'window_pattern',\n"
+             "          'l3_after_layers', 'l3_n_emb', 'l3_d_up', 'l3_k_max', 'l3_tie_kv']  # GPTConfig at b7629ef\n"
+             "assert sorted(meta['model_config']) == sorted(fields), meta['model_config']\n"
+             "assert meta['step'] == 10 and meta['max_seq_len'] == 64 and meta['total_batch_size'] == 128\n"
+             "assert set(meta['loop_state']) == {'min_val_bpb', 'smooth_train_loss', 'total_training_time'}\n");
+    double final_bpb = NAN;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line);
+        if (j["kind"] == "val" && j["step"] == 10) final_bpb = j["bpb"];
+    }
+    EXPECT_NEAR(s.first_bpb(out.string(), "reimported"), final_bpb, 1e-6 * final_bpb);
+    r = test::run_cli({"export", run.string(), "--output", (s.dir.path() / "x").string(), "--format", "gguf"});
+    EXPECT_EQ(r.code, 2);
+}
+#endif
