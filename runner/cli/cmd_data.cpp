@@ -475,13 +475,15 @@ const std::vector<Subcommand>& subcommands() {
          "--type sentencepiece writes a byte-fallback SentencePiece model file instead. Like nanochat's\n"
          "tok_train.py it uses at most --doc-cap characters of each document and --max-chars in all.",
          train_tokenizer_options, run_train_tokenizer},
-        {"tokenize", "--tokenizer TOK --input PATH... --output DIR",
+        {"tokenize", "--tokenizer TOK --input PATH... --output DIR [--split hash|nanochat]",
          "write token shards (llm.c format) for train and val + manifest.json",
          "Encodes every document, prefixes it with <|bos|> and writes train_NNNNNN.bin and val_NNNNNN.bin shards\n"
          "(llm.c format: uint16 tokens when the vocabulary fits, else uint32) with manifest.json: files, token\n"
          "and document counts, sha256, and the tokenizer's hash. A document goes to validation by a hash of its\n"
-         "text, so the split never changes with the inputs' order or the number of shards. The output appears\n"
-         "only when complete.",
+         "text, so the split never changes with the inputs' order or the number of shards; --split nanochat\n"
+         "takes the last parquet file as validation instead, as nanochat does. Parquet files (nanochat's\n"
+         "base_data/) give a shard each, with their row groups recorded for the loader's rank striding.\n"
+         "The output appears only when complete.",
          tokenize_options, run_tokenize},
         {"inspect", "SHARD [--tokenizer TOK] [--docs N]", "header, counts and the first documents of shards",
          "Checks shards (a file, a glob or a directory) as training would - header, size, token ids, manifest -\n"

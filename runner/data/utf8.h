@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace l3lab::data {
@@ -13,6 +15,14 @@ inline size_t first_invalid_utf8(std::string_view s) {
     const size_t n = s.size();
     size_t i = 0;
     while (i < n) {
+        // ASCII runs eight bytes at a time (most text is mostly ASCII)
+        while (i + 8 <= n) {
+            uint64_t word;
+            std::memcpy(&word, p + i, 8);
+            if (word & 0x8080808080808080ull) break;
+            i += 8;
+        }
+        if (i >= n) break;
         unsigned char c = p[i];
         if (c < 0x80) { ++i; continue; }
         size_t len;

@@ -7,6 +7,11 @@
             tokenizer makes), against `l3lab data tokenize --val-fraction 0 --threads T` (the whole
             command: reading, encoding, writing shards); the token streams must be equal (BOS + ids per
             document, in order).
+  parquet   the same documents, four times over, written as 8 parquet files (row groups of 1,024, nanochat's layout): pyarrow's
+            to-Python path as nanochat's loader reads them (ParquetFile.read_row_group(i).column("text")
+            .to_pylist() for every row group) against build/tools/bench/bench_parquet (l3lab's DocumentReader
+            over Arrow's C++ reader: UTF-8 checked, a std::string per document; single-threaded like pyarrow's
+            loop); the texts must be equal.
   Interleaved: each repeat runs one side then the other. MB/s = UTF-8 bytes of text / seconds (median).
 
     PYTHONPATH=.fixtures-venv .venv/bin/python tools/bench/bench_tokenizer.py --nanochat /tmp/nanochat-ref \\
@@ -72,6 +77,31 @@ def main():
     print(f"{len(docs):,} documents, {text_bytes / 1e6:.1f} MB of text ({train_chars / 1e6:.1f} M characters after doc_cap)")
     work = Path(tempfile.mkdtemp(prefix="bench-tokenizer-"))
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    parquet_dir = work / "parquet"
+    parquet_dir.mkdir()
+    many = docs * 4  # 85 MB: long enough to time
+    per = (len(many) + 7) // 8
+    for f in range(8):
+        pq.write_table(pa.table({"text": many[f * per:(f + 1) * per]}), parquet_dir / f"shard_{f:05d}.parquet",
+                       row_group_size=1024)
+    read_ref, read_ours = [], []
+    for rep in range(args.repeats):
+        t0 = time.perf_counter()
+        texts = []
+        for path in sorted(parquet_dir.glob("*.parquet")):
+            pf = pq.ParquetFile(path)
+            for g in range(pf.num_row_groups):
+                texts.extend(pf.read_row_group(g).column("text").to_pylist())
+        read_ref.append(time.perf_counter() - t0)
+        assert texts == many
+        res = subprocess.run([str(Path(args.l3lab).parent / "tools" / "bench" / "bench_parquet"), str(parquet_dir)],
+                             check=True, capture_output=True, text=True)
+        r = json.loads(res.stdout)
+        assert r["documents"] == len(many) and r["bytes"] == 4 * text_bytes
+        read_ours.append(r["seconds"])
+
     rows = []
     for threads in args.threads:
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), L3LAB_PROGRESS="off")
@@ -113,6 +143,9 @@ def main():
     print("|---:|---:|---:|---:|---:|")
     for threads, tr, to, er, eo, n in rows:
         print(f"| {threads} | {tr:.2f} s | {to:.2f} s | {text_bytes / 1e6 / er:.1f} MB/s | {text_bytes / 1e6 / eo:.1f} MB/s |")
+    print(f"\nparquet reading (8 files, the corpus 4 times: {4 * text_bytes / 1e6:.0f} MB, 1 thread): pyarrow to Python "
+          f"{4 * text_bytes / 1e6 / statistics.median(read_ref):.0f} MB/s, l3lab {4 * text_bytes / 1e6 / statistics.median(read_ours):.0f} MB/s "
+          f"(the same {len(many):,} texts)")
     print(f"\n{rows[-1][5]:,} tokens; l3lab's times are whole commands (process start, reading the .jsonl, writing files);"
           " rustbpe and tiktoken get the documents in memory.")
 
