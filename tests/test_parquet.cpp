@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "runner/data/corpus.h"
+#include "runner/data/errors.h"
 #include "runner/data/loader.h"
 #include "runner/data/manifest.h"
 #include "runner/data/shard_set.h"
@@ -76,6 +78,20 @@ TEST(Parquet, TokenizeRecordsTheRowGroupsAndNanochatsSplit) {
     EXPECT_EQ(docs, 41 + 26 + 19);
 }
 
+TEST(Parquet, AManifestWithoutSplitOrRowGroupsStillLoads) {
+    test::TempDir dir;
+    const std::string shards = tokenize_fixture(dir);
+    json j = json::parse(test::slurp(fs::path(shards) / "manifest.json"));
+    ASSERT_EQ(j["split"], "nanochat");
+    j.erase("split");  // as written before parquet input
+    for (json& f : j["files"]) f.erase("source"), f.erase("row_groups");
+    const auto m = data::Manifest::parse(j.dump(), "old/manifest.json");
+    EXPECT_EQ(m.split, "hash");
+    ASSERT_EQ(m.files.size(), 3u);
+    EXPECT_TRUE(m.files[0].source.empty());
+    EXPECT_TRUE(m.files[0].row_groups.empty());
+}
+
 TEST(Parquet, BatchesAreThoseOfNanochatsLoaderForEveryRankAndAfterARestore) {
     test::TempDir dir;
     const std::string shards = tokenize_fixture(dir);
@@ -106,7 +122,7 @@ TEST(Parquet, BatchesAreThoseOfNanochatsLoaderForEveryRankAndAfterARestore) {
             for (auto* loader : {&straight, &restored}) {
                 if (loader == &restored && i < half) continue;
                 const data::Batch b = loader->next();
-                for (size_t r = 0; r < b.batch_size; ++r) {
+                for (size_t r = 0; r < static_cast<size_t>(b.batch_size); ++r) {
                     std::vector<int64_t> row(b.inputs.begin() + static_cast<std::ptrdiff_t>(r * T),
                                              b.inputs.begin() + static_cast<std::ptrdiff_t>((r + 1) * T));
                     row.push_back(b.targets[(r + 1) * T - 1]);
@@ -166,5 +182,58 @@ TEST(Parquet, BadParquetExitsTwoNamingTheFileAndWritesNothing) {
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_CONTAINS(r.out, "train            2 documents");
     EXPECT_CONTAINS(r.out, "val              1 documents");
+}
+
+TEST(Parquet, ReaderGivesEveryRowWithItsRowGroupForEachStringType) {
+    test::TempDir dir;
+    // The same texts (unicode, an empty one) as string, large_string and dictionary-encoded string, in
+    // row groups of 2, under a column that is not `text`.
+    python(
+        "texts = ['héllo wörld', '', '日本語のテキスト 🚀', 'x', 'last']\n"
+        "for name, typ in [('a', pa.string()), ('b', pa.large_string()), ('c', pa.dictionary(pa.int32(), pa.string()))]:\n"
+        "    col = pa.array(texts, pa.string()).cast(typ)\n"
+        "    pq.write_table(pa.table({'id': list(range(5)), 'body': col}), d + '/' + name + '.parquet', row_group_size=2)\n",
+        dir.path());
+    const std::vector<std::string> want = {"h\xc3\xa9llo w\xc3\xb6rld", "", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae"
+                                           "\xe3\x83\x86\xe3\x82\xad\xe3\x82\xb9\xe3\x83\x88 \xf0\x9f\x9a\x80", "x", "last"};
+    const auto files = data::expand_inputs({dir.path().string()});  // a directory: its *.parquet, sorted
+    ASSERT_EQ(files.size(), 3u);
+    data::DocumentReader reader(files, "body");
+    data::Document doc;
+    for (size_t f = 0; f < files.size(); ++f) {
+        SCOPED_TRACE(files[f].path);
+        EXPECT_EQ(files[f].kind, data::InputKind::Parquet);
+        for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_TRUE(reader.next(doc)) << i;
+            EXPECT_EQ(doc.text, want[i]);
+            EXPECT_EQ(doc.file, files[f].path);
+            EXPECT_EQ(doc.file_index, f);
+            EXPECT_EQ(doc.row_group, static_cast<int64_t>(i / 2));
+            EXPECT_EQ(doc.row, static_cast<int64_t>(i % 2));
+            EXPECT_EQ(doc.row_groups_in_file, 3);
+            EXPECT_EQ(doc.line, 0);
+        }
+    }
+    EXPECT_FALSE(reader.next(doc));
+    EXPECT_EQ(reader.empty_skipped(), 0);  // an empty parquet text is a document (nanochat: a lone BOS)
+
+    data::DocumentReader wrong(files, "text");
+    try {
+        wrong.next(doc);
+        ADD_FAILURE() << "no error for a missing column";
+    } catch (const data::DataError& e) {
+        EXPECT_CONTAINS(std::string(e.what()), "a.parquet: no column 'text' (the file has: id, body)");
+    }
+
+    // train-tokenizer takes --text-column too, and fails like tokenize without it.
+    auto r = test::run_cli({"data", "train-tokenizer", "--input", dir.path().string(), "--text-column", "body",
+                            "--vocab-size", "300", "--output", (dir.path() / "tok").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_CONTAINS(r.out, "from 3 input files");
+    r = test::run_cli({"data", "train-tokenizer", "--input", dir.path().string(), "--vocab-size", "300", "--output",
+                       (dir.path() / "tok2").string()});
+    EXPECT_EQ(r.code, 2) << r.out << r.err;
+    EXPECT_CONTAINS(r.err, "a.parquet: no column 'text' (the file has: id, body); choose one with --text-column");
+    EXPECT_FALSE(fs::exists(dir.path() / "tok2"));
 }
 #endif
