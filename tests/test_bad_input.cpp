@@ -120,7 +120,7 @@ void make_data(const fs::path& root) {
     fs::create_directories(no_bos);
     test::write_shard((no_bos / "train_000000.bin").string(), {5, bos, 6, 7});
     data::Manifest nb = data::Manifest::read((data / "shards" / "manifest.json").string());
-    nb.files = {{"train_000000.bin", "train", 4, 1, std::string(64, '0')}};
+    nb.files = {{"train_000000.bin", "train", 4, 1, std::string(64, '0'), "", {}}};
     test::write_bytes((no_bos / "manifest.json").string(), nb.to_json());
 }
 

@@ -197,7 +197,7 @@ TEST(CorruptManifest, RandomDamageIsRefusedNamingTheManifestOrTheShard) {
         w.append(tokens);
         w.close();
         m.files.push_back({name, split, static_cast<int64_t>(tokens.size()), split == std::string("train") ? 2 : 1,
-                           std::string(64, '0')});
+                           std::string(64, '0'), "", {}});
     }
     const std::string manifest_path = (shards / "manifest.json").string();
     const std::string good = m.to_json();

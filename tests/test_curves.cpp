@@ -64,5 +64,12 @@ void expect_reference_curve(const std::string& name) {
 
 }  // namespace
 
-TEST(ReferenceCurve, DenseTenStepsOnParquetWithNanochatsTokenizer) { expect_reference_curve("dense"); }
-TEST(ReferenceCurve, L3TenStepsOnParquetWithNanochatsTokenizer) { expect_reference_curve("l3"); }
+TEST(ReferenceCurve, DenseTenStepsOnParquetWithNanochatsTokenizer) {
+    L3LAB_REQUIRE_PARQUET();
+    expect_reference_curve("dense");
+}
+
+TEST(ReferenceCurve, L3TenStepsOnParquetWithNanochatsTokenizer) {
+    L3LAB_REQUIRE_PARQUET();
+    expect_reference_curve("l3");
+}

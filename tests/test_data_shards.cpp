@@ -387,7 +387,7 @@ TEST(DataManifest, JsonRoundTrip) {
     m.shard_tokens = 100;
     m.val_fraction = 0.05;
     m.inputs = {"a.jsonl"};
-    m.files = {{"train_000000.bin", "train", 90, 3, std::string(64, '1')}, {"val_000000.bin", "val", 10, 1, std::string(64, '2')}};
+    m.files = {{"train_000000.bin", "train", 90, 3, std::string(64, '1'), "", {}}, {"val_000000.bin", "val", 10, 1, std::string(64, '2'), "", {}}};
     auto back = data::Manifest::parse(m.to_json(), "m.json");
     EXPECT_EQ(back.to_json(), m.to_json());
     EXPECT_EQ(back.tokens("train"), 90);

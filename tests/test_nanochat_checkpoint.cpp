@@ -68,6 +68,7 @@ struct Workspace {
 }  // namespace
 
 TEST(NanochatCheckpoint, AReferenceCheckpointContinuesWithTheReferencesValidationBpb) {
+    L3LAB_REQUIRE_PARQUET();
     Workspace s;
     const fs::path fixture = kFixtures / "nanochat_checkpoint";
     const double reference_bpb = json::parse(test::slurp(fixture / "meta_000010.json"))["val_bpb"];
@@ -86,6 +87,7 @@ TEST(NanochatCheckpoint, AReferenceCheckpointContinuesWithTheReferencesValidatio
 }
 
 TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
+    L3LAB_REQUIRE_PARQUET();
     Workspace s;
     const fs::path fixture = kFixtures / "nanochat_checkpoint";
     fs::create_directories(s.dir.path() / "ordered");
@@ -117,6 +119,7 @@ TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
 }
 
 TEST(NanochatCheckpoint, ExportIsWhatTorchLoadReadsAndImportsBackWithTheSameBpb) {
+    L3LAB_REQUIRE_PARQUET();
     Workspace s;
     const fs::path run = s.dir.path() / "trained";
     auto r = test::run_cli({"train", s.experiment, "--run-dir", run.string()});

@@ -50,6 +50,7 @@ void python(const std::string& code, const fs::path& dir) {
 }  // namespace
 
 TEST(Parquet, TokenizeRecordsTheRowGroupsAndNanochatsSplit) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     const std::string shards = tokenize_fixture(dir);
     const auto m = data::Manifest::read(shards + "/manifest.json");
@@ -79,6 +80,7 @@ TEST(Parquet, TokenizeRecordsTheRowGroupsAndNanochatsSplit) {
 }
 
 TEST(Parquet, AManifestWithoutSplitOrRowGroupsStillLoads) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     const std::string shards = tokenize_fixture(dir);
     json j = json::parse(test::slurp(fs::path(shards) / "manifest.json"));
@@ -93,6 +95,7 @@ TEST(Parquet, AManifestWithoutSplitOrRowGroupsStillLoads) {
 }
 
 TEST(Parquet, BatchesAreThoseOfNanochatsLoaderForEveryRankAndAfterARestore) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     const std::string shards = tokenize_fixture(dir);
     const json fixture = json::parse(test::slurp(kFixtures / "parquet" / "batches.json"));
@@ -136,6 +139,7 @@ TEST(Parquet, BatchesAreThoseOfNanochatsLoaderForEveryRankAndAfterARestore) {
 }
 
 TEST(Parquet, TrainTokenizerReadsParquet) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     auto r = test::run_cli({"data", "train-tokenizer", "--input", (kBaseData / "*.parquet").string(), "--vocab-size", "300",
                             "--output", (dir.path() / "tok").string()});
@@ -145,6 +149,7 @@ TEST(Parquet, TrainTokenizerReadsParquet) {
 
 #ifdef L3LAB_PYTHON
 TEST(Parquet, BadParquetExitsTwoNamingTheFileAndWritesNothing) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     python(
         "pq.write_table(pa.table({'text': ['a', 'b', None, 'd']}), d + '/null.parquet', row_group_size=2)\n"
@@ -185,6 +190,7 @@ TEST(Parquet, BadParquetExitsTwoNamingTheFileAndWritesNothing) {
 }
 
 TEST(Parquet, ReaderGivesEveryRowWithItsRowGroupForEachStringType) {
+    L3LAB_REQUIRE_PARQUET();
     test::TempDir dir;
     // The same texts (unicode, an empty one) as string, large_string and dictionary-encoded string, in
     // row groups of 2, under a column that is not `text`.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runner/cli/cli.h"
+#include "runner/data/parquet.h"
 
 namespace l3lab::test {
 
@@ -135,6 +136,12 @@ inline std::string slurp(const std::filesystem::path& p) {
     s << in.rdbuf();
     return s.str();
 }
+
+// Parquet input needs Arrow, which a build without the pyarrow wheel lacks (runner/data/no_parquet.cpp).
+#define L3LAB_REQUIRE_PARQUET()                                                                        \
+    do {                                                                                               \
+        if (!::l3lab::data::parquet_supported()) GTEST_SKIP() << "built without parquet input (no pyarrow)"; \
+    } while (0)
 
 inline std::string base_yaml() { return (kSourceDir / "experiments" / "base.yaml").string(); }
 

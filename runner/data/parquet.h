@@ -9,6 +9,9 @@
 
 namespace l3lab::data {
 
+// False in a build without Arrow (no pyarrow wheel at configure time: no_parquet.cpp).
+bool parquet_supported();
+
 class ParquetTextFile {
 public:
     // Opens `path` and finds the string column `column`. Throws DataError naming the file when it is not
