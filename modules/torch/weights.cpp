@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -84,6 +85,20 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const
     return expected;
 }
 
+namespace {
+
+// Every parameter and L3 bounds buffer from `tensor(name)`, once the names and shapes were checked.
+void assign_weights(GPT& model, const std::function<at::Tensor(const std::string&)>& tensor) {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters(true)) item.value().copy_(tensor(item.key()));  // converts dtype, device
+    for (const auto& l3 : model->l3_layers->items()) {
+        auto layer = l3.second->as<L3LayerImpl>();
+        layer->set_bounds(tensor("l3_layers." + l3.first + ".bounds").to(at::kCPU, at::kLong));
+    }
+}
+
+}  // namespace
+
 void load_weights(GPT& model, const std::string& path) {
     io::SafetensorsFile file = io::read_safetensors(path);
     std::vector<std::string> problems = io::check_names_and_shapes(file, expected_weights(model));
@@ -98,15 +113,7 @@ void load_weights(GPT& model, const std::string& path) {
         for (const auto& p : problems) message += "\n  " + p;
         throw WeightsError(message);
     }
-    torch::NoGradGuard no_grad;
-    for (auto& item : model->named_parameters(true)) {
-        at::Tensor& param = item.value();
-        param.copy_(to_tensor(*file.find(item.key())));  // copy_ converts dtype and device
-    }
-    for (const auto& l3 : model->l3_layers->items()) {
-        auto layer = l3.second->as<L3LayerImpl>();
-        layer->set_bounds(to_tensor(*file.find("l3_layers." + l3.first + ".bounds")));
-    }
+    assign_weights(model, [&](const std::string& name) { return to_tensor(*file.find(name)); });
 }
 
 void load_state_dict(GPT& model, const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& source) {
@@ -137,12 +144,7 @@ void load_state_dict(GPT& model, const std::vector<std::pair<std::string, at::Te
         for (const auto& p : problems) message += "\n  " + p;
         throw WeightsError(message);
     }
-    torch::NoGradGuard no_grad;
-    for (auto& item : model->named_parameters(true)) item.value().copy_(by_name.at(item.key()));  // dtype, device
-    for (const auto& l3 : model->l3_layers->items()) {
-        auto layer = l3.second->as<L3LayerImpl>();
-        layer->set_bounds(by_name.at("l3_layers." + l3.first + ".bounds").to(at::kCPU, at::kLong));
-    }
+    assign_weights(model, [&](const std::string& name) { return by_name.at(name); });
 }
 
 }  // namespace l3lab::modules

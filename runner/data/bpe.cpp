@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "runner/data/errors.h"
+#include "runner/data/tokenizer_common.h"
 #include "runner/data/utf8.h"
 #include "runner/util/format.h"
 #include "runner/util/progress.h"
@@ -117,26 +118,27 @@ int32_t replaced_utf8_length(std::string_view s) {
     return out;
 }
 
-class BpeTokenizer final : public Tokenizer {
+class BpeTokenizer final : public TokenizerCommon {
 public:
     BpeTokenizer(TiktokenEncoding e, std::string sha256, const std::string& file)
-        : pattern_(e.pattern, file + ": pat_str"), sha256_(std::move(sha256)) {
+        : pattern_(e.pattern, file + ": pat_str") {
+        sha256_ = std::move(sha256);
         int64_t n = 0;
         for (const auto& [bytes, rank] : e.ranks) n = std::max(n, rank + 1);
         for (const auto& [name, id] : e.specials) n = std::max(n, id + 1);
         if (e.ranks.empty()) throw DataError(file, "the Encoding has no mergeable ranks");
         if (n > std::numeric_limits<int32_t>::max())
             throw DataError(file, "token id " + util::group_digits(n - 1) + " is too large");
-        vocab_.resize(static_cast<size_t>(n));
+        surface_.resize(static_cast<size_t>(n));
         std::vector<char> used(static_cast<size_t>(n), 0);
         ranks_.reserve(e.ranks.size() * 2);
         for (auto& [bytes, rank] : e.ranks) {
             if (bytes.empty()) throw DataError(file, "the Encoding has an empty token (rank " + std::to_string(rank) + ")");
             if (used[static_cast<size_t>(rank)]++) throw DataError(file, "two tokens have rank " + std::to_string(rank));
-            vocab_[static_cast<size_t>(rank)] = std::move(bytes);
+            surface_[static_cast<size_t>(rank)] = std::move(bytes);
         }
-        for (size_t id = 0; id < vocab_.size(); ++id)
-            if (used[id] && !ranks_.emplace(vocab_[id], static_cast<uint32_t>(id)).second)
+        for (size_t id = 0; id < surface_.size(); ++id)
+            if (used[id] && !ranks_.emplace(surface_[id], static_cast<uint32_t>(id)).second)
                 throw DataError(file, "the token of rank " + std::to_string(id) + " appears twice");
         for (int b = 0; b < 256; ++b)
             if (!ranks_.count(std::string_view(&byte_chars()[b], 1)))
@@ -146,19 +148,19 @@ public:
         for (auto& [name, id] : e.specials) {
             if (used[static_cast<size_t>(id)]++)
                 throw DataError(file, "special token " + name + " has id " + std::to_string(id) + ", which a token has already");
-            vocab_[static_cast<size_t>(id)] = name;
+            surface_[static_cast<size_t>(id)] = name;
             specials_.push_back(name);
             special_ids_.push_back(static_cast<int>(id));
         }
         const std::unordered_set<std::string> special_names(specials_.begin(), specials_.end());
-        token_bytes_.resize(vocab_.size());
-        for (size_t id = 0; id < vocab_.size(); ++id)
-            token_bytes_[id] = special_names.count(vocab_[id]) ? 0 : replaced_utf8_length(vocab_[id]);
+        token_bytes_.resize(surface_.size());
+        for (size_t id = 0; id < surface_.size(); ++id)
+            token_bytes_[id] = special_names.count(surface_[id]) ? 0 : replaced_utf8_length(surface_[id]);
         bos_ = special_id(kBosToken).value_or(special_id("<|endoftext|>").value_or(-1));
         if (bos_ < 0) throw DataError(file, "the Encoding has neither <|bos|> nor <|endoftext|> among its special tokens");
-        for (size_t id = 0; id < vocab_.size(); ++id)
+        for (size_t id = 0; id < surface_.size(); ++id)
             if (!used[id]) throw DataError(file, "no token has id " + std::to_string(id) + " (the ids must be 0 to " +
-                                                     std::to_string(vocab_.size() - 1) + " without gaps)");
+                                                     std::to_string(surface_.size() - 1) + " without gaps)");
     }
 
     std::vector<int32_t> encode(std::string_view text) const override {
@@ -178,35 +180,13 @@ public:
         return ids;
     }
 
-    std::string decode(std::span<const int32_t> ids) const override {
-        std::string out;
-        for (int32_t id : ids) {
-            if (id < 0 || static_cast<size_t>(id) >= vocab_.size())
-                throw std::out_of_range("token id " + std::to_string(id) + " is not below the vocabulary size " +
-                                        std::to_string(vocab_.size()));
-            out += vocab_[static_cast<size_t>(id)];
-        }
-        return out;
-    }
-
-    int vocab_size() const override { return static_cast<int>(vocab_.size()); }
-    int bos_id() const override { return bos_; }
-    std::vector<std::string> special_tokens() const override { return specials_; }
-    std::optional<int> special_id(std::string_view name) const override {
-        for (size_t i = 0; i < specials_.size(); ++i)
-            if (specials_[i] == name) return special_ids_[i];
-        return std::nullopt;
-    }
-    const std::vector<int32_t>& token_bytes() const override { return token_bytes_; }
     std::string piece(int id) const override {
-        const std::string& bytes = vocab_.at(static_cast<size_t>(id));
+        const std::string& bytes = surface_.at(static_cast<size_t>(id));
         if (first_invalid_utf8(bytes) == std::string_view::npos) return bytes;
         std::string shown;
         for (unsigned char c : bytes) shown += c < 0x80 ? std::string(1, static_cast<char>(c)) : "<0x" + hex(c) + ">";
         return shown;
     }
-    const std::string& sha256() const override { return sha256_; }
-
 private:
     static const char* byte_chars() {
         static const auto table = [] {
@@ -252,13 +232,7 @@ private:
     }
 
     SplitPattern pattern_;
-    std::vector<std::string> vocab_;  // id -> bytes (special tokens: their names)
-    std::unordered_map<std::string_view, uint32_t, BytesHash> ranks_;
-    std::vector<int32_t> token_bytes_;
-    std::vector<std::string> specials_;
-    std::vector<int> special_ids_;
-    int bos_ = -1;
-    std::string sha256_;
+    std::unordered_map<std::string_view, uint32_t, BytesHash> ranks_;  // views into surface_
 };
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "runner/data/bpe.h"
 #include "runner/data/errors.h"
 #include "runner/data/sha256.h"
+#include "runner/data/tokenizer_common.h"
 #include "runner/data/utf8.h"
 #include "runner/util/format.h"
 #include "runner/util/progress.h"
@@ -68,7 +69,7 @@ std::string sentencepiece_message(const sentencepiece::util::Status& status) {
     return m;
 }
 
-class SentencePieceTokenizer final : public Tokenizer {
+class SentencePieceTokenizer final : public TokenizerCommon {
 public:
     SentencePieceTokenizer(std::string bytes, const std::string& name) {
         sha256_ = sha256_hex(bytes);
@@ -136,38 +137,11 @@ public:
         return out;
     }
 
-    std::string decode(std::span<const int32_t> ids) const override {
-        std::string out;
-        for (int32_t id : ids) {
-            if (id < 0 || id >= static_cast<int32_t>(surface_.size()))
-                throw std::out_of_range("token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                        std::to_string(surface_.size()));
-            out += surface_[id];
-        }
-        return out;
-    }
-
-    int vocab_size() const override { return static_cast<int>(surface_.size()); }
-    int bos_id() const override { return bos_; }
-    std::vector<std::string> special_tokens() const override { return specials_; }
-    std::optional<int> special_id(std::string_view name) const override {
-        for (size_t i = 0; i < specials_.size(); ++i)
-            if (specials_[i] == name) return special_ids_[i];
-        return std::nullopt;
-    }
-    const std::vector<int32_t>& token_bytes() const override { return token_bytes_; }
     std::string piece(int id) const override { return sp_.IdToPiece(id); }
-    const std::string& sha256() const override { return sha256_; }
 
 private:
     sentencepiece::SentencePieceProcessor sp_;
-    std::vector<std::string> surface_;
-    std::vector<int32_t> token_bytes_;
-    std::vector<std::string> specials_;
-    std::vector<int> special_ids_;
     std::array<int32_t, 3> space_symbol_ids_{};
-    int bos_ = -1;
-    std::string sha256_;
 };
 
 class VectorIterator final : public sentencepiece::SentenceIterator {
