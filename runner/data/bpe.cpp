@@ -328,19 +328,6 @@ struct Word {
     }
 };
 
-size_t utf8_chars(std::string_view s) {
-    size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
-
-std::string_view utf8_prefix(std::string_view s, int64_t max_chars) {
-    int64_t seen = 0;
-    for (size_t i = 0; i < s.size(); ++i)
-        if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && seen++ == max_chars) return s.substr(0, i);
-    return s;
-}
-
 }  // namespace
 
 TiktokenEncoding train_bpe(const std::function<bool(std::string&)>& next_document, const BpeTrainOptions& options,

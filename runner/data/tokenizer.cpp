@@ -39,22 +39,6 @@ namespace {
 // SentencePiece writes a space as U+2581 LOWER ONE EIGHTH BLOCK inside pieces.
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";
 
-// Characters read by the trainer, counted as Python counts len(str): code points.
-size_t utf8_chars(std::string_view s) {
-    size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-    return n;
-}
-
-// The first `max_chars` code points of valid UTF-8.
-std::string_view utf8_prefix(std::string_view s, int64_t max_chars) {
-    int64_t seen = 0;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && seen++ == max_chars) return s.substr(0, i);
-    }
-    return s;
-}
-
 std::string replace_all(std::string s, std::string_view from, std::string_view to) {
     for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
         s.replace(pos, from.size(), to);

@@ -45,4 +45,19 @@ inline size_t first_invalid_utf8(std::string_view s) {
     return std::string_view::npos;
 }
 
+// Code points in valid UTF-8, as Python's len(str) counts characters.
+inline size_t utf8_chars(std::string_view s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+// The first `max_chars` code points of valid UTF-8 (Python's s[:max_chars]).
+inline std::string_view utf8_prefix(std::string_view s, int64_t max_chars) {
+    int64_t seen = 0;
+    for (size_t i = 0; i < s.size(); ++i)
+        if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && seen++ == max_chars) return s.substr(0, i);
+    return s;
+}
+
 }  // namespace l3lab::data
