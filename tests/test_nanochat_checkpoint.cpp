@@ -148,5 +148,19 @@ TEST(NanochatCheckpoint, ExportIsWhatTorchLoadReadsAndImportsBackWithTheSameBpb)
     EXPECT_NEAR(s.first_bpb(out.string(), "reimported"), final_bpb, 1e-6 * final_bpb);
     r = test::run_cli({"export", run.string(), "--output", (s.dir.path() / "x").string(), "--format", "gguf"});
     EXPECT_EQ(r.code, 2);
+
+    // CORE of the trained checkpoint on the synthetic bundle (parity with nanochat: CoreEval.* in
+    // l3lab_torch_tests); a missing bundle is exit 2 before anything loads.
+    r = test::run_cli({"eval", run.string(), "--core", "--bundle", (kFixtures / "core" / "eval_bundle").string(), "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const json core = json::parse(r.out);
+    EXPECT_EQ(core["results"].size(), 6u);
+    EXPECT_EQ(core["max_per_task"], 500);
+    double centered = 0;
+    for (const auto& [label, value] : core["centered_results"].items()) centered += value.get<double>();
+    EXPECT_NEAR(core["core_metric"].get<double>(), centered / 6, 1e-12);
+    r = test::run_cli({"eval", run.string(), "--core", "--bundle", (s.dir.path() / "no-bundle").string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("no-bundle: no CORE bundle here (l3lab never downloads it"), std::string::npos) << r.err;
 }
 #endif

@@ -15,6 +15,7 @@
 #include "runner/cli/commands.h"
 #include "runner/config/experiment.h"
 #include "runner/config/schema.h"
+#include "runner/data/core_tasks.h"
 #include "runner/data/errors.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
@@ -514,17 +515,25 @@ int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostre
     (void)err;
     po::options_description options("options");
     options.add_options()("tokens", po::value<long long>()->default_value(0), "validation tokens (default: eval.tokens)")(
-        "json", "print one JSON object");
+        "json", "print one JSON object")("core", "the CORE metric instead (nanochat's evaluate_core)")(
+        "max-per-task", po::value<long long>()->default_value(500), "CORE: examples per task (-1 = all), as nanochat's default")(
+        "bundle", po::value<std::string>(), "CORE: the eval bundle (default $NANOCHAT_BASE_DIR/eval_bundle, else ~/.cache/nanochat/eval_bundle)");
     po::variables_map vm;
     std::vector<std::string> positionals;
-    if (!parse_command(args, options, "eval CKPT_DIR|RUN_DIR [--tokens N] [--json]",
-                       "Validation bits per byte and mean loss of a checkpoint, on its run's validation shards.", vm,
-                       positionals, out))
+    if (!parse_command(args, options, "eval CKPT_DIR|RUN_DIR [--tokens N] [--json] [--core [--max-per-task N] [--bundle DIR]]",
+                       "Validation bits per byte and mean loss of a checkpoint, on its run's validation shards; with\n"
+                       "--core, the CORE metric on nanochat's eval bundle (never downloaded).",
+                       vm, positionals, out))
         return 0;
     if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
     const std::string checkpoint = resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint}, {"tokens", vm["tokens"].as<long long>()},
                               {"json", vm.count("json") > 0}};
+    if (vm.count("core")) {
+        const std::string bundle = vm.count("bundle") ? vm["bundle"].as<std::string>() : data::default_core_bundle();
+        data::read_core_bundle(bundle);  // a missing or malformed bundle: exit 2 before libtorch loads
+        request["core"] = {{"bundle", bundle}, {"max_per_task", vm["max-per-task"].as<long long>()}};
+    }
     return require_torch().eval_fn(request.dump().c_str(), emit_to_stream, &out);
 }
 

@@ -17,6 +17,7 @@
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
 #include "runner/plan/plan.h"
+#include "runner/torch/core_eval.h"
 #include "runner/torch/inference.h"
 #include "runner/util/progress.h"
 
@@ -66,15 +67,60 @@ int guarded(Body body) {
     }
 }
 
+// `eval --core`: nanochat's evaluate_core on the checkpoint, printed as base_eval prints it.
+int eval_core(Loaded& l, const json& request, const Emitter& print) {
+    const auto& c = l.config;
+    if (!fs::exists(c.data_tokenizer))
+        throw l3lab::config::ConfigException({{c.where("data.tokenizer"), "data.tokenizer",
+                                               "CORE needs the tokenizer, and " + c.data_tokenizer + " does not exist"}});
+    auto tokenizer = l3lab::data::load_tokenizer(c.data_tokenizer);
+    const auto tasks = l3lab::data::read_core_bundle(request["core"]["bundle"].get<std::string>());
+    const int64_t max_per_task = request["core"]["max_per_task"].get<int64_t>();
+    std::unique_ptr<l3lab::util::Progress> progress;
+    std::string current;
+    const auto result = l3lab::train::evaluate_core(
+        l.model, *tokenizer, tasks, max_per_task, l.device, [&](const std::string& label, size_t done, size_t total) {
+            if (label != current) {
+                if (progress) progress->finish();
+                current = label;
+                progress = std::make_unique<l3lab::util::Progress>("CORE " + label, static_cast<int64_t>(total), "examples");
+            }
+            progress->set(static_cast<int64_t>(done));
+        });
+    if (progress) progress->finish();
+    if (request.value("json", false)) {
+        json out = {{"checkpoint", request["checkpoint"]}, {"core_metric", result.core_metric}, {"max_per_task", max_per_task}};
+        for (const auto& t : result.tasks) {
+            out["results"][t.label] = t.accuracy;
+            out["centered_results"][t.label] = t.centered;
+        }
+        print(out.dump(2) + "\n");
+        return 0;
+    }
+    static const char* kinds[] = {"multiple_choice", "schema", "language_modeling"};
+    for (size_t i = 0; i < tasks.size(); ++i) {
+        char line[512];
+        std::snprintf(line, sizeof line, "%s (%lld-shot, type: %s): accuracy: %.4f | centered: %.4f\n", tasks[i].label.c_str(),
+                      static_cast<long long>(tasks[i].num_fewshot), kinds[static_cast<int>(tasks[i].type)],
+                      result.tasks[i].accuracy, result.tasks[i].centered);
+        print(line);
+    }
+    char line[64];
+    std::snprintf(line, sizeof line, "CORE metric: %.4f\n", result.core_metric);
+    print(line);
+    return 0;
+}
+
 }  // namespace
 
-// {"checkpoint": dir, "tokens": N or 0 (the config's eval.tokens), "json": bool}
+// {"checkpoint": dir, "tokens": N or 0 (the config's eval.tokens), "json": bool, "core": {bundle, max_per_task}}
 extern "C" int l3lab_torch_eval(const char* request_json, void (*emit)(const char*, void*), void* context) {
     const Emitter print{emit, context};
     return guarded([&] {
         json request = json::parse(request_json);
         Loaded l = load(request.at("checkpoint").get<std::string>());
         const auto& c = l.config;
+        if (request.contains("core")) return eval_core(l, request, print);
         std::unique_ptr<l3lab::data::Tokenizer> tokenizer;
         l3lab::data::ShardSetOptions options;
         options.split = "val";
