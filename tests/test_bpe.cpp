@@ -144,6 +144,11 @@ TEST(Bpe, RefusesWhatIsNotATiktokenEncodingPickle) {
     test::TempDir dir;
     EXPECT_NE(error_of([&] { data::load_tokenizer(dir.path().string()); }).find("a directory without tokenizer.pkl"),
               std::string::npos);
+    // A rank far beyond the vocabulary is refused before anything of that size is allocated.
+    auto e = data::read_tiktoken_pickle(pkl, "capped");
+    e.ranks.back().second = 2'000'000'000;
+    EXPECT_NE(error_of([&] { data::bpe_tokenizer(e, "", "huge.pkl"); }).find("huge.pkl: the Encoding's ids are not 0 to"),
+              std::string::npos);
 }
 
 #ifdef L3LAB_PYTHON

@@ -129,6 +129,10 @@ public:
         if (e.ranks.empty()) throw DataError(file, "the Encoding has no mergeable ranks");
         if (n > std::numeric_limits<int32_t>::max())
             throw DataError(file, "token id " + util::group_digits(n - 1) + " is too large");
+        if (n != static_cast<int64_t>(e.ranks.size() + e.specials.size()))  // before anything of size n is made
+            throw DataError(file, "the Encoding's ids are not 0 to " + util::group_digits(n - 1) + " without gaps or repeats (" +
+                                      util::group_digits(static_cast<int64_t>(e.ranks.size())) + " ranks and " +
+                                      std::to_string(e.specials.size()) + " special tokens)");
         surface_.resize(static_cast<size_t>(n));
         std::vector<char> used(static_cast<size_t>(n), 0);
         ranks_.reserve(e.ranks.size() * 2);
@@ -171,6 +175,10 @@ public:
         pattern_.split(text, [&](std::string_view piece) {
             if (auto it = ranks_.find(piece); it != ranks_.end()) {
                 ids.push_back(static_cast<int32_t>(it->second));
+                return;
+            }
+            if (piece.size() > kLongPiece) {
+                merge_long(piece, ids);
                 return;
             }
             merge(piece, parts);
@@ -231,6 +239,41 @@ private:
         }
     }
 
+    // The same merges for a long piece in O(n log n) instead of tiktoken's O(n^2) scan (a run of 300,000
+    // letters takes tiktoken 21 s): a heap of (rank, start) over a linked list of parts, stale entries
+    // skipped. The smallest rank wins and, among equal ranks, the smallest start - the first in the list,
+    // as tiktoken's scan picks it - so the tokens are the same.
+    void merge_long(std::string_view piece, std::vector<int32_t>& ids) const {
+        const uint32_t n = static_cast<uint32_t>(piece.size());
+        std::vector<uint32_t> next(n + 1), prev(n + 1), rank(n + 1, kNoRank);
+        for (uint32_t i = 0; i <= n; ++i) next[i] = i + 1, prev[i] = i - 1;  // part i: [i, next[i]); n ends the list
+        using Entry = std::pair<uint32_t, uint32_t>;                           // (rank, start)
+        std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+        auto pair_rank = [&](uint32_t i) {  // merging part i with the one after it
+            if (i >= n || next[i] >= n) return kNoRank;
+            return rank_of(piece.substr(i, next[next[i]] - i));
+        };
+        auto refresh = [&](uint32_t i) {
+            rank[i] = pair_rank(i);
+            if (rank[i] != kNoRank) heap.emplace(rank[i], i);
+        };
+        for (uint32_t i = 0; i < n; ++i) refresh(i);
+        std::vector<char> alive(n + 1, 1);
+        while (!heap.empty()) {
+            const auto [r, i] = heap.top();
+            heap.pop();
+            if (!alive[i] || rank[i] != r) continue;  // stale: merged away or re-ranked since
+            const uint32_t j = next[i];
+            alive[j] = 0;
+            next[i] = next[j];
+            if (next[j] <= n) prev[next[j]] = i;
+            refresh(i);
+            if (i > 0) refresh(prev[i]);
+        }
+        for (uint32_t i = 0; i < n; i = next[i]) ids.push_back(static_cast<int32_t>(rank_of(piece.substr(i, next[i] - i))));
+    }
+
+    static constexpr size_t kLongPiece = 256;  // longer pieces take merge_long
     SplitPattern pattern_;
     std::unordered_map<std::string_view, uint32_t, BytesHash> ranks_;  // views into surface_
 };

@@ -10,7 +10,8 @@
              tok_train.py computes it (token_bytes.json). Two cases: `full` (vocabulary 1,024, the defaults
              of doc_cap and max_chars) and `capped` (vocabulary 600, doc_cap 200, max_chars 60,000).
   encoding   tests/fixtures/bpe/encode_cases.json: tiktoken's encode_ordinary of hand-picked texts, of
-             random strings drawn from the corpus' alphabet plus rarer characters, and of every corpus
+             random strings drawn from the corpus' alphabet plus rarer characters, pieces of 257 to 3,000
+             bytes (letter runs, CJK, symbols, whitespace), and of every corpus
              document (named by its line), with the `full` tokenizer; decode of each (the text back) is checked here.
 
 Usage (tiktoken 0.11.0, rustbpe 0.1.0 and tokenizers 0.22.0 are nanochat's uv.lock versions; they go
@@ -166,6 +167,9 @@ def main():
     texts = list(HAND_PICKED)
     texts += [random_text(rng, alphabet, rng.randint(1, 300)) for _ in range(300)]
     texts += [random_text(rng, " \t\n\r\u00a0\u180e\u3000ab1'", rng.randint(1, 80)) for _ in range(100)]
+    # pieces longer than 256 bytes (l3lab merges those with a heap): letter runs, CJK, spaces, symbols
+    texts += [random_text(rng, alpha, rng.randint(257, 3000)) for alpha in ("ab", "etaoinshr", "你好世界", "xyzé")
+              for _ in range(5)] + ["\u00e9" * 700, "!?" * 400 + "x", " " * 300 + "\n" * 300]
     cases_out = []
     for i, t in enumerate(texts + docs):
         ids = tok.enc.encode_ordinary(t)
