@@ -86,6 +86,33 @@ TEST(NanochatCheckpoint, AReferenceCheckpointContinuesWithTheReferencesValidatio
     EXPECT_NE(bf16, reference_bpb);  // the weights were rounded: this is not the float32 file again
 }
 
+// eval and sample take the nanochat checkpoint as it is: the model from its meta's model_config, the
+// evaluation settings from the meta, the tokenizer and the validation shards from the command line.
+TEST(NanochatCheckpoint, EvalAndSampleTakeItDirectly) {
+    L3LAB_REQUIRE_PARQUET();
+    Workspace s;
+    const fs::path fixture = kFixtures / "nanochat_checkpoint";
+    const std::string tokenizer = (kFixtures / "bpe" / "full").string();
+    const double reference_bpb = json::parse(test::slurp(fixture / "meta_000010.json"))["val_bpb"];
+    auto r = test::run_cli({"eval", fixture.string(), "--tokenizer", tokenizer, "--data",
+                            (s.dir.path() / "shards" / "val_*.bin").string(), "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NEAR(json::parse(r.out)["bpb"].get<double>(), reference_bpb, 1e-6 * reference_bpb);
+    EXPECT_EQ(json::parse(r.out)["tokens"], 256);  // base_train's --eval-tokens, from the meta's user_config
+    // CORE through the command: nanochat's evaluate_core on the same weights gave this (core_cases.json)
+    const json golden = json::parse(test::slurp(kFixtures / "core" / "core_cases.json"));
+    r = test::run_cli({"eval", fixture.string(), "--tokenizer", tokenizer, "--core", "--bundle",
+                       (kFixtures / "core" / "eval_bundle").string(), "--max-per-task", "-1", "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NEAR(json::parse(r.out)["core_metric"].get<double>(), golden["cases"][0]["core_metric"].get<double>(), 1e-12);
+    r = test::run_cli({"sample", fixture.string(), "--tokenizer", tokenizer, "--prompt", "the kernel", "--max-tokens", "4"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.rfind("the kernel", 0), 0u) << r.out;
+    r = test::run_cli({"eval", fixture.string(), "--tokenizer", tokenizer});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("give its validation shards with --data"), std::string::npos) << r.err;
+}
+
 TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
     L3LAB_REQUIRE_PARQUET();
     Workspace s;

@@ -509,6 +509,37 @@ std::string resolve_checkpoint(const std::string& path) {
     return path;
 }
 
+// A nanochat checkpoint directory (model_<step>.pt + meta_<step>.json) or model_<step>.pt file.
+bool is_nanochat_checkpoint(const std::string& path) {
+    std::error_code ec;
+    const fs::path p(path);
+    if (fs::is_regular_file(p, ec)) return p.extension() == ".pt";
+    if (!fs::is_directory(p, ec)) return false;
+    for (const auto& entry : fs::directory_iterator(p, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind("model_", 0) == 0 && entry.path().extension() == ".pt") return true;
+    }
+    return false;
+}
+
+// The request's "nanochat" part: the tokenizer (--tokenizer, else nanochat's $NANOCHAT_BASE_DIR/tokenizer,
+// else ~/.cache/nanochat/tokenizer) and the validation shards (--data), which its files do not name.
+nlohmann::json nanochat_request(const std::string& dir, const po::variables_map& vm) {
+    std::string tokenizer;
+    if (vm.count("tokenizer")) {
+        tokenizer = vm["tokenizer"].as<std::string>();
+    } else if (const char* base = std::getenv("NANOCHAT_BASE_DIR"); base && *base) {
+        tokenizer = (fs::path(base) / "tokenizer").string();
+    } else {
+        const char* home = std::getenv("HOME");
+        tokenizer = (fs::path(home ? home : ".") / ".cache" / "nanochat" / "tokenizer").string();
+    }
+    data::load_tokenizer(tokenizer);  // a missing or foreign tokenizer: exit 2 before libtorch loads
+    nlohmann::json n = {{"dir", dir}, {"tokenizer", tokenizer}};
+    if (vm.count("data")) n["val"] = vm["data"].as<std::string>();
+    return n;
+}
+
 }  // namespace
 
 int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -517,18 +548,27 @@ int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostre
     options.add_options()("tokens", po::value<long long>()->default_value(0), "validation tokens (default: eval.tokens)")(
         "json", "print one JSON object")("core", "the CORE metric instead (nanochat's evaluate_core)")(
         "max-per-task", po::value<long long>()->default_value(500), "CORE: examples per task (-1 = all), as nanochat's default")(
-        "bundle", po::value<std::string>(), "CORE: the eval bundle (default $NANOCHAT_BASE_DIR/eval_bundle, else ~/.cache/nanochat/eval_bundle)");
+        "bundle", po::value<std::string>(), "CORE: the eval bundle (default $NANOCHAT_BASE_DIR/eval_bundle, else ~/.cache/nanochat/eval_bundle)")(
+        "tokenizer", po::value<std::string>(), "a nanochat checkpoint's tokenizer (default nanochat's: $NANOCHAT_BASE_DIR/tokenizer)")(
+        "data", po::value<std::string>(), "a nanochat checkpoint's validation shards (from l3lab data tokenize)");
     po::variables_map vm;
     std::vector<std::string> positionals;
-    if (!parse_command(args, options, "eval CKPT_DIR|RUN_DIR [--tokens N] [--json] [--core [--max-per-task N] [--bundle DIR]]",
+    if (!parse_command(args, options, "eval CKPT_DIR|RUN_DIR|NANOCHAT_CKPT_DIR [--tokens N] [--json] [--core [--max-per-task N] [--bundle DIR]]",
                        "Validation bits per byte and mean loss of a checkpoint, on its run's validation shards; with\n"
-                       "--core, the CORE metric on nanochat's eval bundle (never downloaded).",
+                       "--core, the CORE metric on nanochat's eval bundle (never downloaded). A nanochat checkpoint\n"
+                       "(model_<step>.pt + meta_<step>.json) takes --tokenizer (default nanochat's) and --data.",
                        vm, positionals, out))
         return 0;
     if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
-    const std::string checkpoint = resolve_checkpoint(positionals.front());
+    const bool nanochat = is_nanochat_checkpoint(positionals.front());
+    const std::string checkpoint = nanochat ? positionals.front() : resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint}, {"tokens", vm["tokens"].as<long long>()},
                               {"json", vm.count("json") > 0}};
+    if (nanochat) {
+        request["nanochat"] = nanochat_request(checkpoint, vm);
+        if (!vm.count("core") && !vm.count("data"))
+            throw UsageError("a nanochat checkpoint names no data: give its validation shards with --data (or use --core)");
+    }
     if (vm.count("core")) {
         const std::string bundle = vm.count("bundle") ? vm["bundle"].as<std::string>() : data::default_core_bundle();
         data::read_core_bundle(bundle);  // a missing or malformed bundle: exit 2 before libtorch loads
@@ -544,10 +584,11 @@ int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ost
         "max-tokens", po::value<long long>()->default_value(32), "tokens to generate per prompt")(
         "temperature", po::value<double>()->default_value(0.0), "0 = greedy")(
         "top-k", po::value<long long>()->default_value(0), "sample among the k most likely tokens (0 = all)")(
-        "seed", po::value<unsigned long long>()->default_value(42), "sampling seed");
+        "seed", po::value<unsigned long long>()->default_value(42), "sampling seed")(
+        "tokenizer", po::value<std::string>(), "a nanochat checkpoint's tokenizer (default nanochat's: $NANOCHAT_BASE_DIR/tokenizer)");
     po::variables_map vm;
     std::vector<std::string> positionals;
-    if (!parse_command(args, options, "sample CKPT_DIR|RUN_DIR --prompt TEXT [--prompt TEXT ...] [options]",
+    if (!parse_command(args, options, "sample CKPT_DIR|RUN_DIR|NANOCHAT_CKPT_DIR --prompt TEXT [--prompt TEXT ...] [options]",
                        "Generates text from a checkpoint with a KV cache.", vm, positionals, out))
         return 0;
     if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
@@ -555,13 +596,15 @@ int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (vm["temperature"].as<double>() < 0) throw UsageError("--temperature must be >= 0");
     if (vm["max-tokens"].as<long long>() < 0 || vm["top-k"].as<long long>() < 0)
         throw UsageError("--max-tokens and --top-k must be >= 0");
-    const std::string checkpoint = resolve_checkpoint(positionals.front());
+    const bool nanochat = is_nanochat_checkpoint(positionals.front());
+    const std::string checkpoint = nanochat ? positionals.front() : resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint},
                               {"prompts", vm["prompt"].as<std::vector<std::string>>()},
                               {"max_tokens", vm["max-tokens"].as<long long>()},
                               {"temperature", vm["temperature"].as<double>()},
                               {"top_k", vm["top-k"].as<long long>()},
                               {"seed", vm["seed"].as<unsigned long long>()}};
+    if (nanochat) request["nanochat"] = nanochat_request(checkpoint, vm);
     return require_torch().sample_fn(request.dump().c_str(), emit_to_stream, &out);
 }
 

@@ -14,6 +14,7 @@
 #include "modules/torch/weights.h"
 #include "runner/torch/nanochat_checkpoint.h"
 #include "runner/config/experiment.h"
+#include "runner/data/errors.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
 #include "runner/plan/plan.h"
@@ -32,7 +33,59 @@ struct Loaded {
     at::Device device{at::kCPU};
 };
 
-Loaded load(const std::string& checkpoint_dir) {
+// A nanochat checkpoint (model_<step>.pt + meta_<step>.json): the model from its meta's model_config (GPTConfig),
+// the evaluation settings from the meta (device_batch_size, max_seq_len, base_train's eval_tokens) and the
+// request (the tokenizer and validation shards, which a nanochat checkpoint does not name).
+Loaded load_nanochat(const json& request) {
+    const json& n = request.at("nanochat");
+    const std::string file = l3lab::nanochat::model_file(n.at("dir").get<std::string>());
+    const std::string stem = fs::path(file).filename().string();  // model_000010.pt
+    const fs::path meta_path = fs::path(file).parent_path() / ("meta_" + stem.substr(6, stem.size() - 9) + ".json");
+    json meta;
+    try {
+        meta = json::parse(std::ifstream(meta_path));
+    } catch (const std::exception& e) {
+        throw l3lab::data::DataError(meta_path.string(), std::string("cannot read it: ") + e.what());
+    }
+    const json& mc = meta.at("model_config");
+    Loaded l;
+    l3lab::modules::GPTOptions o;
+    o.sequence_len = mc.at("sequence_len");
+    o.vocab_size = mc.at("vocab_size");
+    o.n_layer = mc.at("n_layer");
+    o.n_head = mc.at("n_head");
+    o.n_kv_head = mc.at("n_kv_head");
+    o.n_embd = mc.at("n_embd");
+    o.window_pattern = mc.value("window_pattern", "L");  // checkpoint_manager's patch for old checkpoints
+    std::stringstream after(mc.value("l3_after_layers", ""));
+    for (std::string item; std::getline(after, item, ',');) {
+        if (item.empty()) continue;
+        l3lab::modules::L3Placement p;
+        p.after_block = std::stoll(item);
+        p.options.n_emb = mc.at("l3_n_emb");
+        p.options.d_up = mc.value("l3_d_up", 0) > 0 ? mc["l3_d_up"].get<int64_t>() : 4 * o.n_embd;
+        p.options.d_emb = o.n_embd;
+        p.options.k_max = mc.value("l3_k_max", 512);
+        p.options.tie_kv = mc.value("l3_tie_kv", true);
+        o.l3.push_back(p);
+    }
+    if (const auto problems = o.validate(); !problems.empty())
+        throw l3lab::data::DataError(meta_path.string(), "model_config: " + problems.front().field + ": " + problems.front().message);
+    l.model = l3lab::modules::GPT(o);
+    l3lab::modules::load_state_dict(l.model, l3lab::nanochat::read_state_dict(file), file);
+    l.model->to(l.device);
+    auto& c = l.config;
+    c.model.sequence_len = meta.value("max_seq_len", o.sequence_len);
+    c.batch.device_batch_size = meta.value("device_batch_size", 32);
+    c.eval_tokens = meta.contains("user_config") ? meta["user_config"].value("eval_tokens", 20971520LL) : 20971520LL;
+    c.data_tokenizer = n.value("tokenizer", "");
+    c.data_val = n.value("val", "");
+    return l;
+}
+
+Loaded load(const json& request) {
+    if (request.contains("nanochat")) return load_nanochat(request);
+    const std::string checkpoint_dir = request.at("checkpoint").get<std::string>();
     Loaded l;
     const fs::path run_dir = fs::path(checkpoint_dir).parent_path().parent_path();
     l.config = l3lab::config::load_experiment((run_dir / "config.yaml").string(), {});
@@ -118,7 +171,7 @@ extern "C" int l3lab_torch_eval(const char* request_json, void (*emit)(const cha
     const Emitter print{emit, context};
     return guarded([&] {
         json request = json::parse(request_json);
-        Loaded l = load(request.at("checkpoint").get<std::string>());
+        Loaded l = load(request);
         const auto& c = l.config;
         if (request.contains("core")) return eval_core(l, request, print);
         std::unique_ptr<l3lab::data::Tokenizer> tokenizer;
@@ -156,7 +209,7 @@ extern "C" int l3lab_torch_sample(const char* request_json, void (*emit)(const c
     const Emitter print{emit, context};
     return guarded([&] {
         json request = json::parse(request_json);
-        Loaded l = load(request.at("checkpoint").get<std::string>());
+        Loaded l = load(request);
         if (!fs::exists(l.config.data_tokenizer))
             throw l3lab::config::ConfigException({{l.config.where("data.tokenizer"), "data.tokenizer",
                                                    "sampling needs the tokenizer, and " + l.config.data_tokenizer +
@@ -188,7 +241,7 @@ extern "C" int l3lab_torch_export(const char* request_json, void (*emit)(const c
         json request = json::parse(request_json);
         const std::string checkpoint = request.at("checkpoint").get<std::string>();
         const fs::path output = request.at("output").get<std::string>();
-        Loaded l = load(checkpoint);
+        Loaded l = load(json{{"checkpoint", checkpoint}});
         const auto& c = l.config;
         const l3lab::plan::Plan plan = l3lab::plan::make_plan(c);
         const auto& m = plan.model;
