@@ -525,15 +525,8 @@ bool is_nanochat_checkpoint(const std::string& path) {
 // The request's "nanochat" part: the tokenizer (--tokenizer, else nanochat's $NANOCHAT_BASE_DIR/tokenizer,
 // else ~/.cache/nanochat/tokenizer) and the validation shards (--data), which its files do not name.
 nlohmann::json nanochat_request(const std::string& dir, const po::variables_map& vm) {
-    std::string tokenizer;
-    if (vm.count("tokenizer")) {
-        tokenizer = vm["tokenizer"].as<std::string>();
-    } else if (const char* base = std::getenv("NANOCHAT_BASE_DIR"); base && *base) {
-        tokenizer = (fs::path(base) / "tokenizer").string();
-    } else {
-        const char* home = std::getenv("HOME");
-        tokenizer = (fs::path(home ? home : ".") / ".cache" / "nanochat" / "tokenizer").string();
-    }
+    const std::string tokenizer = vm.count("tokenizer") ? vm["tokenizer"].as<std::string>()
+                                                        : (fs::path(data::nanochat_base_dir()) / "tokenizer").string();
     data::load_tokenizer(tokenizer);  // a missing or foreign tokenizer: exit 2 before libtorch loads
     nlohmann::json n = {{"dir", dir}, {"tokenizer", tokenizer}};
     if (vm.count("data")) n["val"] = vm["data"].as<std::string>();

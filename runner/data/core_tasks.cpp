@@ -387,10 +387,12 @@ CoreRows core_rows(const CoreTask& task, const std::vector<CoreExample>& example
     return r;
 }
 
-std::string default_core_bundle() {
-    if (const char* base = std::getenv("NANOCHAT_BASE_DIR"); base && *base) return (fs::path(base) / "eval_bundle").string();
+std::string nanochat_base_dir() {
+    if (const char* base = std::getenv("NANOCHAT_BASE_DIR"); base && *base) return base;
     const char* home = std::getenv("HOME");
-    return (fs::path(home ? home : ".") / ".cache" / "nanochat" / "eval_bundle").string();
+    return (fs::path(home ? home : ".") / ".cache" / "nanochat").string();
 }
+
+std::string default_core_bundle() { return (fs::path(nanochat_base_dir()) / "eval_bundle").string(); }
 
 }  // namespace l3lab::data

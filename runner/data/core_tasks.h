@@ -75,7 +75,9 @@ std::vector<CoreExample> core_subsample(const std::vector<CoreExample>& examples
 // Python's str.strip() (Unicode whitespace), which the LM template's `trim` and the reference apply.
 std::string python_strip(const std::string& s);
 
-// Where nanochat keeps the bundle: $NANOCHAT_BASE_DIR/eval_bundle, else ~/.cache/nanochat/eval_bundle.
+// nanochat's base directory: $NANOCHAT_BASE_DIR, else ~/.cache/nanochat (nanochat/common.py get_base_dir).
+std::string nanochat_base_dir();
+// Where nanochat keeps the bundle: nanochat_base_dir()/eval_bundle.
 std::string default_core_bundle();
 
 }  // namespace l3lab::data
