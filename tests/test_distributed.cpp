@@ -279,7 +279,7 @@ protected:
             "        l3: {after_layers: [0], k_max: 8}}\n"
             "horizon: {num_iterations: 10}\n"
             "batch: {device_batch_size: 4, total_batch_size: 512}\n"
-            "eval: {every: 1, tokens: 1024}\n"
+            "eval: {every: 1, tokens: 1024, core_every: -1}\n"
             "sample: {every: -1, max_tokens: 2, prompts: [\"The kernel\"]}\n"
             "checkpoint: {every: 4, keep_last: 3}\n"
             "data: {tokenizer: " + tok + ", train: " + (dir->path() / "train.bin").string() +

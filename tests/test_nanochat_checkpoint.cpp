@@ -113,6 +113,39 @@ TEST(NanochatCheckpoint, EvalAndSampleTakeItDirectly) {
     EXPECT_NE(r.err.find("give its validation shards with --data"), std::string::npos) << r.err;
 }
 
+// CORE during training, on base_train's schedule (every eval.core_every steps after step 0, and the last
+// step): the log line base_train prints, summary.json's core_metric equal to `eval --core` of the final
+// checkpoint; without a bundle, exit 2 before any run directory.
+TEST(NanochatCheckpoint, CoreDuringTrainingOnTheReferencesSchedule) {
+    L3LAB_REQUIRE_PARQUET();
+    Workspace s;
+    const std::string bundle = (kFixtures / "core" / "eval_bundle").string();
+    const fs::path run = s.dir.path() / "run-core";
+    auto r = test::run_cli({"train", s.experiment, "eval.core_every=4", "eval.core_max_per_task=-1", "eval.core_bundle=" + bundle,
+                            "--run-dir", run.string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const std::string log = test::slurp(run / "train.log");
+    for (const char* step : {"Step 00004 | CORE metric: ", "Step 00008 | CORE metric: ", "Step 00010 | CORE metric: "})
+        EXPECT_NE(log.find(step), std::string::npos) << step << "\n" << log;
+    EXPECT_EQ(log.find("Step 00000 | CORE metric"), std::string::npos);  // not at step 0, as base_train
+    const json summary = json::parse(test::slurp(run / "summary.json"));
+    r = test::run_cli({"eval", run.string(), "--core", "--bundle", bundle, "--max-per-task", "-1", "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_DOUBLE_EQ(summary["core_metric"].get<double>(), json::parse(r.out)["core_metric"].get<double>());
+
+    r = test::run_cli({"train", s.experiment, "eval.core_every=4", "eval.core_bundle=" + (s.dir.path() / "none").string(),
+                       "--run-dir", (s.dir.path() / "run-no-bundle").string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("eval.core_every: CORE is on (every 4 steps and at the end) but its bundle cannot be used"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("none: no CORE bundle here (l3lab never downloads it"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(s.dir.path() / "run-no-bundle"));
+    r = test::run_cli({"train", s.experiment, "--run-dir", (s.dir.path() / "run-no-core").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(json::parse(test::slurp(s.dir.path() / "run-no-core" / "summary.json"))["core_metric"].is_null());
+}
+
 TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
     L3LAB_REQUIRE_PARQUET();
     Workspace s;

@@ -127,6 +127,20 @@ void check_data(const config::Experiment& e, int world_size) {
             throw config::ConfigException(errors);
         }
     }
+    // CORE (eval.core_every > 0) needs nanochat's eval bundle, which l3lab never downloads.
+    if (e.core_every > 0) {
+        const std::string bundle = e.core_bundle.empty() ? data::default_core_bundle() : e.core_bundle;
+        try {
+            data::read_core_bundle(bundle);
+        } catch (const data::DataError& err) {
+            std::vector<config::ConfigError> errors = err.errors();
+            errors.insert(errors.begin(), {e.where("eval.core_every"), "eval.core_every",
+                                           "CORE is on (every " + std::to_string(e.core_every) +
+                                               " steps and at the end) but its bundle cannot be used; put nanochat's "
+                                               "eval_bundle there, name it with eval.core_bundle, or set eval.core_every=-1:"});
+            throw config::ConfigException(errors);
+        }
+    }
 }
 
 // A nanochat checkpoint (a directory with model_<step>.pt + meta_<step>.json, or a model_*.pt): its
@@ -223,7 +237,8 @@ bool resumable_change(const std::string& key) {
     static const char* allowed[] = {"eval.every",      "eval.tokens",           "sample.every",
                                     "sample.prompts",  "sample.max_tokens",     "checkpoint.every",
                                     "checkpoint.keep_last", "batch.device_batch_size", "device_peak_flops",
-                                    "distributed.timeout_s", "train.skip_nonfinite_steps", "tracking.tensorboard"};
+                                    "distributed.timeout_s", "train.skip_nonfinite_steps", "tracking.tensorboard",
+                                    "eval.core_every", "eval.core_max_per_task", "eval.core_bundle"};
     for (const char* a : allowed)
         if (key == a) return true;
     return false;

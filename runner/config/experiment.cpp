@@ -202,6 +202,9 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
 
     e.eval_every = get_int(tree, "eval.every");
     e.eval_tokens = get_int(tree, "eval.tokens");
+    e.core_every = get_int(tree, "eval.core_every");
+    e.core_max_per_task = get_int(tree, "eval.core_max_per_task");
+    e.core_bundle = get_string(tree, "eval.core_bundle");
     e.sample_every = get_int(tree, "sample.every");
     e.sample_prompts = get_string_list(tree, "sample.prompts");
     e.sample_max_tokens = get_int(tree, "sample.max_tokens");

@@ -98,6 +98,8 @@ struct Experiment {
     OptimizerConfig optimizer;
     ScheduleConfig schedule;
     long long eval_every = 250, eval_tokens = 20971520;
+    long long core_every = 2000, core_max_per_task = 500;  // CORE (nanochat's --core-metric-every, -max-per-task)
+    std::string core_bundle;                               // empty: nanochat's location
     long long sample_every = 2000, sample_max_tokens = 16;
     std::vector<std::string> sample_prompts;
     long long checkpoint_every = -1, checkpoint_keep_last = 2;

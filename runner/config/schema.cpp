@@ -133,6 +133,12 @@ const Schema& experiment_schema() {
         add({"eval.every", T::Int, "250", "validation bpb every N steps (-1 = only at start and end)", {}, {}, 1,
              1e15, disabled});
         add({"eval.tokens", T::Int, "20971520", "validation tokens per evaluation", {}, {}, 1, 1e15});
+        add({"eval.core_every", T::Int, "2000",
+             "the CORE metric every N steps and at the end (-1 = off; needs the eval bundle, never downloaded)", {}, {}, 1,
+             1e15, disabled});
+        add({"eval.core_max_per_task", T::Int, "500", "CORE examples per task (-1 = all)", {}, {}, 1, 1e12, disabled});
+        add({"eval.core_bundle", T::String, "\"\"",
+             "the CORE eval bundle (empty: nanochat's, $NANOCHAT_BASE_DIR/eval_bundle or ~/.cache/nanochat/eval_bundle)"});
         add({"sample.every", T::Int, "2000", "print samples every N steps (-1 = only at the end)", {}, {}, 1, 1e15,
              disabled});
         add({"sample.prompts", T::StringList,

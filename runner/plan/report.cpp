@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "runner/config/schema.h"
+#include "runner/data/core_tasks.h"
 #include "runner/util/format.h"
 
 namespace l3lab::plan {
@@ -73,6 +74,12 @@ std::string plan_table(const config::Experiment& e, const Plan& p) {
     t.row("total FLOPs", fmt::format("{:e}", p.total_flops));
     t.row("D_ref tokens", fmt::format("{:e}", p.reference_tokens),
           fmt::format("ratio x scaling params of depth {} ({})", e.batch.reference_depth, util::group_digits(p.reference_scaling_params)));
+    if (e.core_every > 0)
+        t.row("CORE", fmt::format("every {} + end", util::group_digits(e.core_every)),
+              fmt::format("{} per task, bundle {}", e.core_max_per_task > 0 ? util::group_digits(e.core_max_per_task) : "all",
+                          e.core_bundle.empty() ? data::default_core_bundle() : e.core_bundle));
+    else
+        t.row("CORE", "off", "eval.core_every -1");
 
     t.section("scaling");
     t.row("batch LR scale", fmt::format("{:.6f}", p.batch_lr_scale),

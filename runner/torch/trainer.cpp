@@ -5,6 +5,7 @@
 
 #include "runner/torch/distributed.h"
 #include "runner/torch/guard.h"
+#include "runner/torch/core_eval.h"
 #include "runner/torch/inference.h"
 #include "runner/torch/nanochat_checkpoint.h"
 
@@ -32,6 +33,7 @@
 #include "runner/config/errors.h"
 #include "runner/config/experiment.h"
 #include "runner/data/bpb.h"
+#include "runner/data/core_tasks.h"
 #include "runner/data/errors.h"
 #include "runner/data/loader.h"
 #include "runner/data/sha256.h"
@@ -102,6 +104,7 @@ struct LoopState {
     std::optional<double> val_bpb;
     double min_val_bpb = INFINITY;
     long long skipped_steps = 0;  // non-finite steps skipped (train.skip_nonfinite_steps)
+    std::optional<double> core_metric;  // the last CORE evaluation's (not carried across a resume)
 };
 
 json loop_state_json(const LoopState& s) {
@@ -136,6 +139,7 @@ struct Run {
     double peak_flops = 0;
 
     std::unique_ptr<data::Tokenizer> tokenizer;  // optional: bpb and samples need it
+    std::vector<data::CoreTask> core_tasks;       // the CORE bundle, read at the first CORE evaluation
     std::shared_ptr<const data::ShardSet> train_shards, val_shards;
     std::unique_ptr<data::PrefetchingLoader> loader;
 
@@ -505,6 +509,29 @@ bool evaluate_and_sample(Run& run, LoopState& state, bool last_step) {
         metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
         if (run.metrics) run.metrics->val(v);
     }
+    // CORE on base_train's schedule: every eval.core_every steps after step 0, and the last step. Every
+    // rank evaluates every example (the result is the same; ranks do not stride the examples yet).
+    if (c.core_every > 0 && (last_step || (state.step > 0 && state.step % c.core_every == 0)) && run.tokenizer) {
+        ran = true;
+        if (run.core_tasks.empty())
+            run.core_tasks = data::read_core_bundle(c.core_bundle.empty() ? data::default_core_bundle() : c.core_bundle);
+        std::unique_ptr<util::Progress> progress;
+        std::string current;
+        const CoreResult core = evaluate_core(run.model, *run.tokenizer, run.core_tasks, c.core_max_per_task, run.device,
+                                              [&](const std::string& label, size_t done, size_t total) {
+                                                  util::throw_if_stop_requested("the CORE evaluation");
+                                                  if (label != current) {
+                                                      if (progress) progress->finish();
+                                                      current = label;
+                                                      progress = std::make_unique<util::Progress>(
+                                                          "CORE " + label, static_cast<int64_t>(total), "examples");
+                                                  }
+                                                  progress->set(static_cast<int64_t>(done));
+                                              });
+        if (progress) progress->finish();
+        state.core_metric = core.core_metric;
+        log_line("Step " + util::zero_padded(state.step, 5) + " | CORE metric: " + fixed(core.core_metric, 4));
+    }
     if (last_step || (c.sample_every > 0 && state.step > 0 && state.step % c.sample_every == 0)) {
         ran = true;
         write_samples(run, state.step);
@@ -726,6 +753,7 @@ int train_loop(Run& run) {
     summary["min_val_bpb"] = std::isfinite(state.min_val_bpb) ? json(state.min_val_bpb) : json(nullptr);
     summary["l3_allocation_sha256"] = run.allocation_sha256;
     summary["skipped_steps"] = state.skipped_steps;  // non-finite steps not applied (train.skip_nonfinite_steps)
+    summary["core_metric"] = state.core_metric ? json(*state.core_metric) : json(nullptr);  // null: not evaluated
     if (run.device.is_cuda()) {  // as base_train's "Peak memory usage" (torch.cuda.max_memory_allocated)
         const double peak_mib = static_cast<double>(modules::cuda_peak_memory_bytes()) / (1024.0 * 1024.0);
         summary["peak_memory_mib"] = peak_mib;

@@ -104,7 +104,7 @@ model:
   l3: {{after_layers: {l3}, k_max: {args.l3_k_max}, allocation: frequency}}
 horizon: {{num_iterations: {args.steps}}}
 batch: {{device_batch_size: {args.batch}, total_batch_size: {bt}}}
-eval: {{every: {args.eval_every}, tokens: {bt * args.eval_batches}}}
+eval: {{every: {args.eval_every}, tokens: {bt * args.eval_batches}, core_every: -1}}
 sample: {{every: -1}}
 data:
   tokenizer: {{TOKENIZER}}
