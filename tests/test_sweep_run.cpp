@@ -212,6 +212,7 @@ TEST_F(SweepRun, RunInterruptResumeCollectFit) {
         for (const char* number : {"final_val_bpb", "min_val_bpb", "params_scaling", "tokens", "total_flops", "wall_time_s"})
             EXPECT_GT(std::atof(row[number].c_str()), 0) << number << ": " << line;
         EXPECT_EQ(row["last_error"], "") << line;
+        EXPECT_EQ(row["core_score"], "") << line;  // CORE off (debug.yaml): empty, never 0
     }
     EXPECT_EQ(rows, 12);
     EXPECT_TRUE(fs::exists(sweep_dir / "results.h5"));

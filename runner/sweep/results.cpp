@@ -73,6 +73,7 @@ std::vector<CellResult> gather_results(const Sweep& sweep) {
                 r.metric = summary->value("metric", "");
                 r.final_val_bpb = number(*summary, "final_val");
                 r.min_val_bpb = number(*summary, "min_val_bpb");
+                r.core_score = number(*summary, "core_metric");
                 r.train_time_s = number(*summary, "total_training_time").value_or(0);
             }
             if (!r.final_val_bpb) {
@@ -143,6 +144,7 @@ std::string status_json(const Sweep& sweep, const std::vector<CellResult>& resul
         c["config_changed"] = r.status.config_changed;
         c["final_val_bpb"] = r.final_val_bpb ? json(*r.final_val_bpb) : json(nullptr);
         c["min_val_bpb"] = r.min_val_bpb ? json(*r.min_val_bpb) : json(nullptr);
+        c["core_score"] = r.core_score ? json(*r.core_score) : json(nullptr);
         c["wall_time_s"] = r.wall_time_s;
         j["cells"].push_back(std::move(c));
     }
@@ -191,6 +193,7 @@ std::pair<std::string, std::string> write_results(const Sweep& sweep, const std:
     doubles("total_flops", [&](const CellResult& r) { return plan(r).total_flops; });
     doubles("final_val_bpb", [](const CellResult& r) { return r.final_val_bpb.value_or(kMissing); });
     doubles("min_val_bpb", [](const CellResult& r) { return r.min_val_bpb.value_or(kMissing); });
+    doubles("core_score", [](const CellResult& r) { return r.core_score.value_or(kMissing); });  // empty, never 0
     doubles("wall_time_s", [](const CellResult& r) { return r.wall_time_s; });
     ints("step", [](const CellResult& r) { return r.status.step; });
     texts("last_error", [](const CellResult& r) { return r.status.last_error; });

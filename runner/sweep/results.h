@@ -15,6 +15,7 @@ struct CellResult {
     const Cell* cell = nullptr;
     CellStatus status;
     std::optional<double> final_val_bpb, min_val_bpb;  // from summary.json, completed cells only
+    std::optional<double> core_score;                  // summary.json's core_metric; empty when CORE did not run
     std::string metric;                                // val_bpb (or val_loss without a tokenizer)
     double wall_time_s = 0;                            // the attempts' wall time (or the training time)
     double train_time_s = 0;                           // summary.json's total_training_time

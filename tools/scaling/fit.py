@@ -24,7 +24,7 @@ import numpy as np
 DERIVED_COLUMNS = (
     "depth", "n_l3_layers", "target_flops", "target_param_data_ratio", "params_total", "params_scaling",
     "params_l3", "flops_per_token", "num_iterations", "total_batch_size", "tokens", "total_flops",
-    "final_val_bpb", "min_val_bpb", "wall_time_s", "step", "last_error",
+    "final_val_bpb", "min_val_bpb", "core_score", "wall_time_s", "step", "last_error",
 )
 LEADING_COLUMNS = ("index", "id", "dir", "state")
 REQUIRED_COLUMNS = LEADING_COLUMNS + (
