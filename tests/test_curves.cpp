@@ -16,27 +16,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-    for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
-    return s;
-}
-
 void expect_reference_curve(const std::string& name) {
     test::prepare_training_suite();
     const fs::path fixtures = test::kSourceDir / "tests" / "fixtures";
     const json golden = json::parse(test::slurp(fixtures / "curves" / (name + ".json")));
     test::TempDir dir;
-    const std::string shards = (dir.path() / "shards").string();
-    auto r = test::run_cli({"data", "tokenize", "--tokenizer", (fixtures / "bpe" / "full").string(), "--input",
-                            (fixtures / "parquet" / "base_data").string(), "--split", "nanochat", "--output", shards});
-    ASSERT_EQ(r.code, 0) << r.err;
-    std::string yaml = golden["yaml"];
-    yaml = replace_all(yaml, "{BASE}", (test::kSourceDir / "experiments" / "base.yaml").string());
-    yaml = replace_all(yaml, "{TOKENIZER}", (fixtures / "bpe" / "full").string());
-    yaml = replace_all(yaml, "{SHARDS}", shards);
-    const std::string experiment = dir.write("curve.yaml", yaml);
+    const std::string experiment = test::reference_curve_experiment(name, dir);
     const fs::path run = dir.path() / "run";
-    r = test::run_cli({"train", experiment, "--run-dir", run.string()});
+    auto r = test::run_cli({"train", experiment, "--run-dir", run.string()});
     ASSERT_EQ(r.code, 0) << r.err;
 
     std::map<int64_t, double> loss, bpb;

@@ -22,11 +22,6 @@ namespace {
 
 const fs::path kFixtures = test::kSourceDir / "tests" / "fixtures";
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-    for (size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
-    return s;
-}
-
 // The 10-step dense experiment of tests/fixtures/curves (the one the fixture checkpoint comes from), on
 // shards of the parquet fixture, one step long.
 struct Workspace {
@@ -34,15 +29,7 @@ struct Workspace {
     std::string experiment;
     Workspace() {
         test::prepare_training_suite();
-        const std::string shards = (dir.path() / "shards").string();
-        auto r = test::run_cli({"data", "tokenize", "--tokenizer", (kFixtures / "bpe" / "full").string(), "--input",
-                                (kFixtures / "parquet" / "base_data").string(), "--split", "nanochat", "--output", shards});
-        EXPECT_EQ(r.code, 0) << r.err;
-        std::string yaml = json::parse(test::slurp(kFixtures / "curves" / "dense.json"))["yaml"];
-        yaml = replace_all(yaml, "{BASE}", (test::kSourceDir / "experiments" / "base.yaml").string());
-        yaml = replace_all(yaml, "{TOKENIZER}", (kFixtures / "bpe" / "full").string());
-        yaml = replace_all(yaml, "{SHARDS}", shards);
-        experiment = dir.write("dense.yaml", yaml);
+        experiment = test::reference_curve_experiment("dense", dir);
     }
     // The validation bpb at step 0 of a one-step run started from `init`; NaN when it failed.
     double first_bpb(const std::string& init, const std::string& name, test::CliResult* result = nullptr) {

@@ -11,8 +11,11 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "runner/cli/cli.h"
 #include "runner/data/parquet.h"
@@ -142,6 +145,23 @@ inline std::string slurp(const std::filesystem::path& p) {
     do {                                                                                               \
         if (!::l3lab::data::parquet_supported()) GTEST_SKIP() << "built without parquet input (no pyarrow)"; \
     } while (0)
+
+// The experiment of a curve golden (tests/fixtures/curves/<name>.json, compare_curves.py --golden) on
+// `dir`/shards, tokenized here from the parquet fixture with nanochat's split; returns the YAML's path.
+inline std::string reference_curve_experiment(const std::string& name, const TempDir& dir) {
+    const std::filesystem::path fixtures = kSourceDir / "tests" / "fixtures";
+    const std::string shards = (dir.path() / "shards").string();
+    const CliResult r = run_cli({"data", "tokenize", "--tokenizer", (fixtures / "bpe" / "full").string(), "--input",
+                                 (fixtures / "parquet" / "base_data").string(), "--split", "nanochat", "--output", shards});
+    if (r.code != 0) throw std::runtime_error("tokenizing the parquet fixture failed: " + r.err);
+    const std::string golden = slurp(fixtures / "curves" / (name + ".json"));
+    std::string yaml = nlohmann::json::parse(golden)["yaml"];
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"{BASE}", (kSourceDir / "experiments" / "base.yaml").string()},
+                                   {"{TOKENIZER}", (fixtures / "bpe" / "full").string()},
+                                   {"{SHARDS}", shards}})
+        for (size_t p = 0; (p = yaml.find(from, p)) != std::string::npos; p += to.size()) yaml.replace(p, from.size(), to);
+    return dir.write(name + ".yaml", yaml);
+}
 
 inline std::string base_yaml() { return (kSourceDir / "experiments" / "base.yaml").string(); }
 

@@ -26,6 +26,7 @@
 #include "runner/run/run_dir.h"
 #include "runner/torch_module.h"
 #include "runner/train/checkpoints.h"
+#include "runner/train/nanochat_files.h"
 #include "runner/util/format.h"
 
 namespace po = boost::program_options;
@@ -148,26 +149,14 @@ void check_data(const config::Experiment& e, int world_size) {
 // tensors themselves are checked name by name when the trainer loads them.
 void check_nanochat_init_from(const plan::Plan& p, const std::string& path) {
     auto fail = [&](const std::string& message) { throw config::ConfigException({{{path, 0, 0}, "--init-from", message}}); };
-    std::error_code ec;
-    fs::path model = path;
-    if (fs::is_directory(path, ec)) {
-        long long best = -1;
-        for (const auto& entry : fs::directory_iterator(path, ec)) {
-            const std::string name = entry.path().filename().string();
-            if (name.size() > 9 && name.rfind("model_", 0) == 0 && name.substr(name.size() - 3) == ".pt") {
-                try {
-                    const long long step = std::stoll(name.substr(6, name.size() - 9));
-                    if (step > best) best = step, model = entry.path();
-                } catch (const std::exception&) {
-                }
-            }
-        }
-        if (best < 0) fail("no model_<step>.pt in this directory (a nanochat checkpoint directory has them)");
-    } else if (!fs::exists(path, ec)) {
-        fail("no such file or directory");
+    std::string model;
+    try {
+        model = train::nanochat_model_file(path);
+    } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        fail(what.rfind(path + ": ", 0) == 0 ? what.substr(path.size() + 2) : what);
     }
-    const std::string stem = model.filename().string();  // model_000050.pt
-    const fs::path meta = model.parent_path() / ("meta_" + stem.substr(6, stem.size() - 9) + ".json");
+    const fs::path meta = train::nanochat_meta_file(model);
     nlohmann::json m;
     try {
         m = nlohmann::json::parse(read_text(meta)).at("model_config");
@@ -200,9 +189,7 @@ void check_nanochat_init_from(const plan::Plan& p, const std::string& path) {
 
 // --init-from: the file must hold exactly the model's tensors (names and shapes), L3 bounds included.
 void check_init_from(const config::Experiment& e, const plan::Plan& p, const std::string& path) {
-    std::error_code ec;
-    if (fs::is_directory(path, ec) || (path.size() > 3 && path.substr(path.size() - 3) == ".pt"))
-        return check_nanochat_init_from(p, path);
+    if (train::nanochat_init_path(path)) return check_nanochat_init_from(p, path);
     io::SafetensorsFile file;
     try {
         file = io::read_safetensors(path);
@@ -524,19 +511,6 @@ std::string resolve_checkpoint(const std::string& path) {
     return path;
 }
 
-// A nanochat checkpoint directory (model_<step>.pt + meta_<step>.json) or model_<step>.pt file.
-bool is_nanochat_checkpoint(const std::string& path) {
-    std::error_code ec;
-    const fs::path p(path);
-    if (fs::is_regular_file(p, ec)) return p.extension() == ".pt";
-    if (!fs::is_directory(p, ec)) return false;
-    for (const auto& entry : fs::directory_iterator(p, ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.rfind("model_", 0) == 0 && entry.path().extension() == ".pt") return true;
-    }
-    return false;
-}
-
 // The request's "nanochat" part: the tokenizer (--tokenizer, else nanochat's $NANOCHAT_BASE_DIR/tokenizer,
 // else ~/.cache/nanochat/tokenizer) and the validation shards (--data), which its files do not name.
 nlohmann::json nanochat_request(const std::string& dir, const po::variables_map& vm) {
@@ -568,7 +542,7 @@ int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostre
                        vm, positionals, out))
         return 0;
     if (positionals.size() != 1) throw UsageError("expected exactly one checkpoint (or run) directory");
-    const bool nanochat = is_nanochat_checkpoint(positionals.front());
+    const bool nanochat = train::is_nanochat_checkpoint(positionals.front());
     const std::string checkpoint = nanochat ? positionals.front() : resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint}, {"tokens", vm["tokens"].as<long long>()},
                               {"json", vm.count("json") > 0}};
@@ -604,7 +578,7 @@ int cmd_sample(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (vm["temperature"].as<double>() < 0) throw UsageError("--temperature must be >= 0");
     if (vm["max-tokens"].as<long long>() < 0 || vm["top-k"].as<long long>() < 0)
         throw UsageError("--max-tokens and --top-k must be >= 0");
-    const bool nanochat = is_nanochat_checkpoint(positionals.front());
+    const bool nanochat = train::is_nanochat_checkpoint(positionals.front());
     const std::string checkpoint = nanochat ? positionals.front() : resolve_checkpoint(positionals.front());
     nlohmann::json request = {{"checkpoint", checkpoint},
                               {"prompts", vm["prompt"].as<std::vector<std::string>>()},

@@ -13,6 +13,7 @@
 
 #include "modules/torch/weights.h"
 #include "runner/torch/nanochat_checkpoint.h"
+#include "runner/train/nanochat_files.h"
 #include "runner/config/experiment.h"
 #include "runner/data/errors.h"
 #include "runner/data/shard_set.h"
@@ -38,9 +39,8 @@ struct Loaded {
 // request (the tokenizer and validation shards, which a nanochat checkpoint does not name).
 Loaded load_nanochat(const json& request) {
     const json& n = request.at("nanochat");
-    const std::string file = l3lab::nanochat::model_file(n.at("dir").get<std::string>());
-    const std::string stem = fs::path(file).filename().string();  // model_000010.pt
-    const fs::path meta_path = fs::path(file).parent_path() / ("meta_" + stem.substr(6, stem.size() - 9) + ".json");
+    const std::string file = l3lab::train::nanochat_model_file(n.at("dir").get<std::string>());
+    const fs::path meta_path = l3lab::train::nanochat_meta_file(file);
     json meta;
     try {
         meta = json::parse(std::ifstream(meta_path));

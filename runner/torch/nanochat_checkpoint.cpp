@@ -6,19 +6,11 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 
-#include <filesystem>
 #include <fstream>
-#include <regex>
 #include <stdexcept>
 
-namespace fs = std::filesystem;
 
 namespace l3lab::nanochat {
-
-bool is_directory_path(const std::string& path) {
-    std::error_code ec;
-    return fs::is_directory(path, ec);
-}
 
 void write_state_dict(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
     c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
@@ -66,34 +58,6 @@ std::vector<std::pair<std::string, at::Tensor>> read_state_dict(const std::strin
         out.emplace_back(name, item.value().toTensor());
     }
     return out;
-}
-
-std::string model_file(const std::string& path, long long step) {
-    std::error_code ec;
-    if (!fs::is_directory(path, ec)) {
-        if (!fs::exists(path, ec)) throw std::runtime_error(path + ": no such file or directory");
-        return path;
-    }
-    if (step >= 0) {
-        char name[32];
-        std::snprintf(name, sizeof name, "model_%06lld.pt", step);
-        const fs::path p = fs::path(path) / name;
-        if (!fs::exists(p, ec)) throw std::runtime_error(p.string() + ": no such checkpoint");
-        return p.string();
-    }
-    const std::regex pattern(R"(model_(\d+)\.pt)");
-    long long best = -1;
-    std::string best_path;
-    for (const auto& entry : fs::directory_iterator(path, ec)) {
-        std::smatch m;
-        const std::string name = entry.path().filename().string();
-        if (std::regex_match(name, m, pattern) && std::stoll(m[1]) > best) {
-            best = std::stoll(m[1]);
-            best_path = entry.path().string();
-        }
-    }
-    if (best < 0) throw std::runtime_error(path + ": no model_<step>.pt in this directory (a nanochat checkpoint directory has them)");
-    return best_path;
 }
 
 }  // namespace l3lab::nanochat

@@ -45,6 +45,7 @@
 #include "runner/run/run_dir.h"
 #include "runner/train/checkpoints.h"
 #include "runner/train/log.h"
+#include "runner/train/nanochat_files.h"
 #include "runner/train/peak_flops.h"
 #include "runner/util/atomic_file.h"
 #include "runner/util/fault.h"
@@ -285,9 +286,9 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
 void build_model(Run& run) {
     run.model = modules::GPT(run.plan.model);
     if (!run.request.init_from.empty()) {
-        if (nanochat::is_checkpoint_path(run.request.init_from)) {  // nanochat's model_<step>.pt (bf16 or float32)
+        if (train::nanochat_init_path(run.request.init_from)) {  // nanochat's model_<step>.pt (bf16 or float32)
             try {
-                const std::string file = nanochat::model_file(run.request.init_from);
+                const std::string file = nanochat_model_file(run.request.init_from);
                 modules::load_state_dict(run.model, nanochat::read_state_dict(file), file);
             } catch (const std::runtime_error& e) {  // unreadable or another model's: bad input, exit 2
                 throw config::ConfigException({{{run.request.init_from, 0, 0}, "--init-from", e.what()}});

@@ -14,6 +14,7 @@
 #include "runner/data/tokenizer.h"
 #include "runner/torch/core_eval.h"
 #include "runner/torch/nanochat_checkpoint.h"
+#include "runner/train/nanochat_files.h"
 
 using namespace l3lab;
 using nlohmann::json;
@@ -34,7 +35,7 @@ TEST(CoreEval, VerdictsAccuraciesAndCoreAreNanochats) {
     o.n_embd = config["n_embd"];
     o.window_pattern = config["window_pattern"];
     modules::GPT model(o);
-    const std::string file = nanochat::model_file((fixtures / "nanochat_checkpoint").string());
+    const std::string file = train::nanochat_model_file((fixtures / "nanochat_checkpoint").string());
     modules::load_state_dict(model, nanochat::read_state_dict(file), file);
     auto tokenizer = data::load_tokenizer((fixtures / "bpe" / "full").string());
     const auto tasks = data::read_core_bundle((fixtures / "core" / "eval_bundle").string());
