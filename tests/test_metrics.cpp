@@ -72,10 +72,17 @@ std::vector<int64_t> val_steps(const MetricsLog& log) {
 
 // Train records first..end-1, a val record every `val_every` steps (at the top of the step, before it trains),
 // a sample at step 0.
+// A CORE evaluation of three tasks (one with a non-ASCII label) whose numbers depend on the step.
+CoreRecord core_record(int64_t step) {
+    const double s = static_cast<double>(step);
+    return {step, 0.01 * s, {{"hellaswag_zeroshot", 0.25 + s / 1000, s / 1000}, {"jeopardy", 0.5, 0.5}, {"wïnograd ✓", 0.75, 0.5 - s / 500}}};
+}
+
 void write_steps(MetricsWriter& w, int64_t first, int64_t end, int64_t val_every = 25) {
     for (int64_t step = first; step < end; ++step) {
         if (step % val_every == 0) w.val({step, 1.0 + 1.0 / (step + 1), step % 2 ? std::nullopt : std::optional(3.5)});
         if (step % 50 == 0) w.sample({step, "The capital of France is", "Paris. step " + std::to_string(step)});
+        if (step > 0 && step % 40 == 0) w.core(core_record(step));
         w.train(train_record(step));
     }
 }
@@ -147,6 +154,8 @@ TEST(Metrics, SidecarAndViewHoldTheSameRecords) {
     EXPECT_EQ(sidecar.samples[1], (Sample{50, "The capital of France is", "Paris. step 50"}));
     EXPECT_EQ(sidecar.samples[2].prompt, "bad \xEF\xBF\xBD bytes");
     EXPECT_EQ(sidecar.samples[2].text, "a NUL \xEF\xBF\xBD inside");
+    ASSERT_EQ(sidecar.core.size(), 1u);
+    EXPECT_EQ(sidecar.core[0], core_record(40));
     EXPECT_EQ(sidecar.attributes, attributes());
     EXPECT_EQ(read_view(dir.path() / kViewFile), sidecar);
 }
@@ -207,6 +216,8 @@ TEST(Metrics, StepsMustIncrease) {
     w.sample({3, "a", "b"});
     w.sample({3, "c", "d"});  // several prompts at one step
     EXPECT_THROW(w.sample({2, "e", "f"}), MetricsError);
+    w.core(core_record(3));
+    EXPECT_THROW(w.core(core_record(3)), MetricsError);
     w.close();
     EXPECT_THROW(w.train(train_record(4)), std::logic_error);
 
@@ -260,6 +271,9 @@ TEST(Metrics, ResumeDropsTheStepsThatWillBeReplayed) {
     EXPECT_EQ(val_steps(log), (std::vector<int64_t>{0, 25, 50, 75, 100, 125}));
     ASSERT_EQ(log.samples.size(), 3u);
     EXPECT_EQ(log.samples[2].step, 100);
+    ASSERT_EQ(log.core.size(), 3u);  // 40, then 80 (dropped, logged again) and 120
+    EXPECT_EQ(log.core[1], core_record(80));
+    EXPECT_EQ(log.core[2].step, 120);
     EXPECT_EQ(log.train[99], train_record(99));
     EXPECT_EQ(log.attributes, attributes("second"));
     EXPECT_EQ(read_view(dir.path() / kViewFile), log);
@@ -405,7 +419,9 @@ def summary(f):
     return {"steps": f["train/step"][:].tolist(), "loss_rows": len(f["train/loss"]),
             "val": f["val/step"][:].tolist(), "samples": list(f["samples/text"].asstr()[:]),
             "config": f.attrs["config_yaml"], "provenance": f.attrs["provenance_json"],
-            "columns": list(f["train"].keys())}
+            "columns": list(f["train"].keys()), "core_steps": f["core/step"][:].tolist(),
+            "core_metric": f["core/core_metric"][:].tolist(), "core_tasks": list(f["core/tasks/task"].asstr()[:]),
+            "core_centered": f["core/tasks/centered"][:].tolist()}
 for name, path in (("live", live), ("killed", killed)):
     with h5py.File(path + "/metrics.h5", "r", swmr=True) as f:
         out[name] = summary(f)
@@ -445,6 +461,13 @@ json.dump(out, open(result, "w"))
     const std::vector<std::string> columns = {"step", "loss",   "raw_loss", "lrm",   "dt",     "tok_per_sec",
                                               "mfu",  "tokens", "flops",    "epoch", "elapsed", "skipped"};
     EXPECT_EQ(out["closed"]["columns"].get<std::vector<std::string>>(), columns) << "columns in creation order";
+    EXPECT_EQ(out["closed"]["core_steps"].get<std::vector<int64_t>>(), std::vector<int64_t>{40});
+    EXPECT_EQ(out["closed"]["core_metric"].get<std::vector<double>>(), std::vector<double>{core_record(40).core_metric});
+    EXPECT_EQ(out["closed"]["core_tasks"].get<std::vector<std::string>>(),
+              (std::vector<std::string>{"hellaswag_zeroshot", "jeopardy", "wïnograd ✓"}));
+    EXPECT_EQ(out["closed"]["core_centered"].get<std::vector<double>>(),
+              (std::vector<double>{0.04, 0.5, 0.5 - 40.0 / 500}));
+    EXPECT_TRUE(out["live"]["core_steps"].empty());
     if (out.contains("pandas")) {
         EXPECT_EQ(out["pandas"]["rows"], 30);
         EXPECT_EQ(out["pandas"]["columns"].get<std::vector<std::string>>(), columns);

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 constexpr int kFormatVersion = 1;
 // Rows per chunk: 8 KiB of float64 per train column; val and samples come far less often.
-constexpr hsize_t kTrainChunk = 1024, kValChunk = 256, kSampleChunk = 64;
+constexpr hsize_t kTrainChunk = 1024, kValChunk = 256, kSampleChunk = 64, kCoreChunk = 64;
 
 // HDF5 prints its error stack to stderr unless told not to; the stack goes into our MetricsError
 // instead. The setting is per thread in a thread-safe build, so every entry point calls this.
@@ -78,11 +78,11 @@ Id utf8_string_type() {
     return type;
 }
 
-Id create_group(hid_t file, const char* name, const fs::path& path) {
+Id create_group(hid_t parent, const char* name, const fs::path& path) {
     // Tracked creation order lets readers list the columns in file order rather than by name.
     Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
     H5Pset_link_creation_order(gcpl.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-    return Id(check(H5Gcreate2(file, name, H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), path,
+    return Id(check(H5Gcreate2(parent, name, H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), path,
                     std::string("cannot create group /") + name),
               H5Gclose);
 }
@@ -176,7 +176,9 @@ struct H5View::Handles {
     std::vector<Id> train;  // in kTrainColumns order
     Id val_step, val_bpb, val_loss;
     Id sample_step, sample_prompt, sample_text;
-    hsize_t train_rows = 0, val_rows = 0, sample_rows = 0;
+    Id core_group, core_tasks_group;
+    Id core_step, core_metric, task_step, task_name, task_accuracy, task_centered;
+    hsize_t train_rows = 0, val_rows = 0, sample_rows = 0, core_rows = 0, task_rows = 0;
 };
 
 H5View::H5View(const fs::path& path) : path_(path), h_(std::make_unique<Handles>()) {}
@@ -225,7 +227,16 @@ std::unique_ptr<H5View> H5View::create(const fs::path& path, const MetricsLog& l
     h.sample_prompt = create_column(h.samples_group.get(), "prompt", str, kSampleChunk, path);
     h.sample_text = create_column(h.samples_group.get(), "text", str, kSampleChunk, path);
 
-    view->append(log.train, log.val, log.samples);
+    h.core_group = create_group(file, "core", path);
+    h.core_step = create_column(h.core_group.get(), "step", H5T_STD_I64LE, kCoreChunk, path);
+    h.core_metric = create_column(h.core_group.get(), "core_metric", H5T_IEEE_F64LE, kCoreChunk, path);
+    h.core_tasks_group = create_group(h.core_group.get(), "tasks", path);
+    h.task_step = create_column(h.core_tasks_group.get(), "step", H5T_STD_I64LE, kCoreChunk, path);
+    h.task_name = create_column(h.core_tasks_group.get(), "task", str, kCoreChunk, path);
+    h.task_accuracy = create_column(h.core_tasks_group.get(), "accuracy", H5T_IEEE_F64LE, kCoreChunk, path);
+    h.task_centered = create_column(h.core_tasks_group.get(), "centered", H5T_IEEE_F64LE, kCoreChunk, path);
+
+    view->append(log.train, log.val, log.samples, log.core);
     return view;
 }
 
@@ -235,7 +246,7 @@ void H5View::start_swmr_write() {
 }
 
 void H5View::append(std::span<const TrainRecord> train, std::span<const ValRecord> val,
-                    std::span<const Sample> samples) {
+                    std::span<const Sample> samples, std::span<const CoreRecord> core) {
     silence_hdf5();
     Handles& h = *h_;
     if (!train.empty()) {
@@ -284,6 +295,33 @@ void H5View::append(std::span<const TrainRecord> train, std::span<const ValRecor
         append_rows(h.sample_prompt.get(), str, h.sample_rows, n, prompts.data(), path_, "samples/prompt");
         append_rows(h.sample_text.get(), str, h.sample_rows, n, texts.data(), path_, "samples/text");
         h.sample_rows += n;
+    }
+    if (!core.empty()) {
+        std::vector<int64_t> steps, task_steps;
+        std::vector<double> metric, accuracy, centered;
+        std::vector<const char*> names;
+        for (const CoreRecord& c : core) {
+            steps.push_back(c.step);
+            metric.push_back(c.core_metric);
+            for (const CoreTaskRecord& t : c.tasks) {
+                task_steps.push_back(c.step);
+                names.push_back(t.task.c_str());
+                accuracy.push_back(t.accuracy);
+                centered.push_back(t.centered);
+            }
+        }
+        append_rows(h.core_step.get(), H5T_NATIVE_INT64, h.core_rows, core.size(), steps.data(), path_, "core/step");
+        append_rows(h.core_metric.get(), H5T_NATIVE_DOUBLE, h.core_rows, core.size(), metric.data(), path_,
+                    "core/core_metric");
+        h.core_rows += core.size();
+        const size_t n = task_steps.size();
+        append_rows(h.task_step.get(), H5T_NATIVE_INT64, h.task_rows, n, task_steps.data(), path_, "core/tasks/step");
+        append_rows(h.task_name.get(), h.string_type.get(), h.task_rows, n, names.data(), path_, "core/tasks/task");
+        append_rows(h.task_accuracy.get(), H5T_NATIVE_DOUBLE, h.task_rows, n, accuracy.data(), path_,
+                    "core/tasks/accuracy");
+        append_rows(h.task_centered.get(), H5T_NATIVE_DOUBLE, h.task_rows, n, centered.data(), path_,
+                    "core/tasks/centered");
+        h.task_rows += n;
     }
     check(H5Fflush(h.file.get(), H5F_SCOPE_LOCAL), path_, "cannot flush");
 }
@@ -358,6 +396,30 @@ MetricsLog read_view(const std::filesystem::path& path) {
         auto prompts = read_strings(columns[1].get(), str.get(), n, path);
         auto texts = read_strings(columns[2].get(), str.get(), n, path);
         for (hsize_t i = 0; i < n; ++i) log.samples.push_back({steps[i], std::move(prompts[i]), std::move(texts[i])});
+    }
+    if (H5Lexists(file.get(), "core", H5P_DEFAULT) > 0) {  // views written before CORE have no /core
+        auto columns = open_all("core", {"step", "core_metric"}, n);
+        std::vector<int64_t> steps(n);
+        std::vector<double> metric(n);
+        read_rows(columns[0].get(), H5T_NATIVE_INT64, n, steps.data(), path);
+        read_rows(columns[1].get(), H5T_NATIVE_DOUBLE, n, metric.data(), path);
+        for (hsize_t i = 0; i < n; ++i) log.core.push_back({steps[i], metric[i], {}});
+        auto tasks = open_all("core/tasks", {"step", "task", "accuracy", "centered"}, n);
+        std::vector<int64_t> task_steps(n);
+        std::vector<double> accuracy(n), centered(n);
+        read_rows(tasks[0].get(), H5T_NATIVE_INT64, n, task_steps.data(), path);
+        auto names = read_strings(tasks[1].get(), str.get(), n, path);
+        read_rows(tasks[2].get(), H5T_NATIVE_DOUBLE, n, accuracy.data(), path);
+        read_rows(tasks[3].get(), H5T_NATIVE_DOUBLE, n, centered.data(), path);
+        // A task row belongs to the evaluation of its step (a live writer may have written an evaluation's
+        // row but not yet all its task rows, or the reverse: rows without their evaluation are dropped).
+        size_t e = 0;
+        for (hsize_t i = 0; i < n; ++i) {
+            while (e < log.core.size() && log.core[e].step < task_steps[i]) ++e;
+            if (e == log.core.size()) break;
+            if (log.core[e].step == task_steps[i])
+                log.core[e].tasks.push_back({std::move(names[i]), accuracy[i], centered[i]});
+        }
     }
     return log;
 }

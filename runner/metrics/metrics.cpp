@@ -36,6 +36,7 @@ TimedRecord timed(const Record& record, std::string_view line) {
     TimedRecord t;
     if (auto* r = std::get_if<TrainRecord>(&record)) t.kind = TimedRecord::Kind::Train, t.train = *r;
     else if (auto* v = std::get_if<ValRecord>(&record)) t.kind = TimedRecord::Kind::Val, t.val = *v;
+    else if (auto* c = std::get_if<CoreRecord>(&record)) t.kind = TimedRecord::Kind::Core, t.core = *c;
     else t.kind = TimedRecord::Kind::Sample, t.sample = std::get<Sample>(record);
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_object() && j.contains("wall_time") && j["wall_time"].is_number()) t.wall_time = j["wall_time"].get<double>();
@@ -87,6 +88,8 @@ void add(MetricsLog& log, Record&& record) {
         log.train.push_back(*t);
     else if (auto* v = std::get_if<ValRecord>(&record))
         log.val.push_back(*v);
+    else if (auto* c = std::get_if<CoreRecord>(&record))
+        log.core.push_back(std::move(*c));
     else
         log.samples.push_back(std::move(std::get<Sample>(record)));
 }
@@ -128,8 +131,9 @@ struct MetricsWriter::Impl {
     std::vector<TrainRecord> pending_train;
     std::vector<ValRecord> pending_val;
     std::vector<Sample> pending_samples;
+    std::vector<CoreRecord> pending_core;
 
-    std::optional<int64_t> last_train, last_val, last_sample;
+    std::optional<int64_t> last_train, last_val, last_sample, last_core;
     int64_t min_step = 0;  // the resume step: the resumed loop logs nothing before it
     Clock::time_point last_flush = Clock::now();
 
@@ -168,10 +172,11 @@ struct MetricsWriter::Impl {
         auto train = std::move(pending_train);
         auto val = std::move(pending_val);
         auto samples = std::move(pending_samples);
-        pending_train.clear(), pending_val.clear(), pending_samples.clear();
+        auto core = std::move(pending_core);
+        pending_train.clear(), pending_val.clear(), pending_samples.clear(), pending_core.clear();
         if (!view) return;
         try {
-            view->append(train, val, samples);
+            view->append(train, val, samples, core);
         } catch (...) {
             view.reset();  // the sidecar holds these records; recover() or the next open rebuilds the view
             throw;
@@ -215,6 +220,7 @@ MetricsWriter::MetricsWriter(const fs::path& run_dir, const Attributes& attribut
     if (!log.train.empty()) impl->last_train = log.train.back().step;
     if (!log.val.empty()) impl->last_val = log.val.back().step;
     if (!log.samples.empty()) impl->last_sample = log.samples.back().step;
+    if (!log.core.empty()) impl->last_core = log.core.back().step;
     impl->last_flush = Clock::now();
     impl_ = std::move(impl);
 }
@@ -279,6 +285,19 @@ void MetricsWriter::sample(const Sample& sample) {
     m.pending_lines += record_line(s, now);
     m.to_tensorboard([&](TensorBoardWriter& tb) { tb.sample(s, now); });
     m.pending_samples.push_back(std::move(s));
+    m.flush();
+}
+
+void MetricsWriter::core(const CoreRecord& record) {
+    Impl& m = live();
+    CoreRecord r{record.step, finite_or_nan(record.core_metric), {}};
+    for (const CoreTaskRecord& t : record.tasks)
+        r.tasks.push_back({clean_utf8(t.task), finite_or_nan(t.accuracy), finite_or_nan(t.centered)});
+    m.check_step("core", r.step, m.last_core, /*strictly=*/true);
+    const double now = wall_clock();
+    m.pending_lines += record_line(r, now);
+    m.to_tensorboard([&](TensorBoardWriter& tb) { tb.core(r, now); });
+    m.pending_core.push_back(std::move(r));
     m.flush();
 }
 

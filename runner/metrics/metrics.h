@@ -1,11 +1,11 @@
 // A training run's metrics, in two files of the run directory (docs/metrics.md):
 //   metrics.jsonl  append-only JSON lines, written with write(2) and fsync'd at every flush: the source
 //                  of truth, from which everything else is rebuilt;
-//   metrics.h5     an HDF5 view of it (groups /train, /val, /samples; config and provenance as root
+//   metrics.h5     an HDF5 view of it (groups /train, /val, /samples, /core; config and provenance as root
 //                  attributes), written in SWMR mode so h5py/pandas read it while the run is live and
 //                  after a crash (`h5py.File(path, "r", swmr=True)`).
 // Records are buffered in memory and reach both files at a flush: at least every flush_interval while
-// records arrive, at every val() and sample(), at flush() and close(). A SIGKILL at any moment loses
+// records arrive, at every val(), core() and sample(), at flush() and close(). A SIGKILL at any moment loses
 // only the records since the last flush; both files then still hold every record before it.
 // No HDF5 type appears here: the HDF5 C API stays inside the library.
 #pragma once
@@ -50,6 +50,23 @@ struct ValRecord {
     bool operator==(const ValRecord&) const = default;
 };
 
+// One task of a CORE evaluation: its accuracy (the mean of the examples' verdicts) and its accuracy
+// centred against the task's random baseline, as nanochat's evaluate_core reports them.
+struct CoreTaskRecord {
+    std::string task;  // the bundle's label, e.g. "hellaswag_zeroshot"
+    double accuracy = 0, centered = 0;
+    bool operator==(const CoreTaskRecord&) const = default;
+};
+
+// One CORE evaluation at the top of loop step `step`: the metric (the mean of the centred accuracies)
+// and every task, in the bundle's order.
+struct CoreRecord {
+    int64_t step = 0;
+    double core_metric = 0;
+    std::vector<CoreTaskRecord> tasks;
+    bool operator==(const CoreRecord&) const = default;
+};
+
 // One generated text. Strings are stored as UTF-8: invalid bytes and NULs become U+FFFD.
 struct Sample {
     int64_t step = 0;
@@ -70,6 +87,7 @@ struct MetricsLog {
     std::vector<TrainRecord> train;
     std::vector<ValRecord> val;
     std::vector<Sample> samples;
+    std::vector<CoreRecord> core;
     bool operator==(const MetricsLog&) const = default;
 };
 
@@ -82,7 +100,7 @@ public:
 struct WriterOptions {
     // nullopt: a new run; the run directory must not hold metrics yet.
     // k: a resumed run whose loop starts again at step k (the step of the checkpoint it loaded). Every
-    // record with step >= k (train, val and samples) is dropped, because the resumed loop logs it again;
+    // record with step >= k (train, val, CORE and samples) is dropped, because the resumed loop logs it again;
     // k = 0 starts over. Checkpoint saving must flush() first so that no step below k is missing.
     std::optional<int64_t> resume_at_step;
     std::chrono::milliseconds flush_interval{10'000};
@@ -95,7 +113,7 @@ struct WriterOptions {
 // The one writer of a run directory's metrics (rank 0). Opening takes an exclusive flock on
 // metrics.lock, rewrites metrics.jsonl atomically (header with `attributes`, then the kept records)
 // and rebuilds metrics.h5 from it, so a view damaged or left stale by a crash is replaced.
-// Steps must increase: train and val strictly, samples weakly (several prompts per step).
+// Steps must increase: train, val and CORE strictly, samples weakly (several prompts per step).
 class MetricsWriter {
 public:
     MetricsWriter(const std::filesystem::path& run_dir, const Attributes& attributes,
@@ -107,6 +125,7 @@ public:
     void train(const TrainRecord& record);  // flushes when flush_interval has passed since the last flush
     void val(const ValRecord& record);      // flushes
     void sample(const Sample& sample);      // flushes
+    void core(const CoreRecord& record);    // flushes
     // Writes the buffered records to metrics.jsonl (fsync'd), then to metrics.h5 (HDF5-flushed). After an
     // HDF5 failure (reported once, as a MetricsError) the view is abandoned and only the sidecar goes on;
     // recover() rebuilds the view later.

@@ -55,6 +55,12 @@ Record parse_record(const nlohmann::json& j, const std::string& kind) {
         if (auto it = j.find("loss"); it != j.end() && !it->is_null()) r.loss = it->get<double>();
         return r;
     }
+    if (kind == "core") {
+        CoreRecord r{j.at("step").get<int64_t>(), number_or_nan(j, "core_metric"), {}};
+        for (const auto& t : j.at("tasks"))
+            r.tasks.push_back({t.at("task").get<std::string>(), number_or_nan(t, "accuracy"), number_or_nan(t, "centered")});
+        return r;
+    }
     return Sample{j.at("step").get<int64_t>(), j.at("prompt").get<std::string>(), j.at("text").get<std::string>()};
 }
 
@@ -112,6 +118,13 @@ std::string record_line(const Record& record, double wall_time) {
         j["step"] = v->step;
         j["bpb"] = v->bpb;
         if (v->loss) j["loss"] = *v->loss;
+    } else if (auto* c = std::get_if<CoreRecord>(&record)) {
+        j["kind"] = "core";
+        j["step"] = c->step;
+        j["core_metric"] = c->core_metric;
+        j["tasks"] = ordered_json::array();
+        for (const CoreTaskRecord& t : c->tasks)
+            j["tasks"].push_back(ordered_json{{"task", t.task}, {"accuracy", t.accuracy}, {"centered", t.centered}});
     } else {
         const auto& s = std::get<Sample>(record);
         j["kind"] = "sample";
@@ -154,7 +167,7 @@ Attributes parse_sidecar(const fs::path& path, const std::function<void(Record&&
                     throw MetricsError(path, where() + "format version " + std::to_string(j.value("version", 0)) +
                                                  " is newer than this l3lab reads (" + std::to_string(kVersion) + ")");
                 attributes = {j.value("config_yaml", ""), j.value("provenance_json", "")};
-            } else if (kind == "train" || kind == "val" || kind == "sample") {
+            } else if (kind == "train" || kind == "val" || kind == "sample" || kind == "core") {
                 on_record(parse_record(j, kind), line);
             }
         } catch (const nlohmann::json::exception& e) {

@@ -1,6 +1,7 @@
 // metrics.jsonl: one JSON object per line, the first a header
 //   {"kind":"header","format":"l3lab-metrics","version":1,"config_yaml":...,"provenance_json":...}
-// then records {"kind":"train","step":..,"loss":..,...}, {"kind":"val",...}, {"kind":"sample",...} in the
+// then records {"kind":"train","step":..,"loss":..,...}, {"kind":"val",...}, {"kind":"sample",...},
+// {"kind":"core","step":..,"core_metric":..,"tasks":[{"task":..,"accuracy":..,"centered":..},...]} in the
 // order they were logged. Lines are only ever appended (or the whole file replaced atomically), so after
 // a crash the file is every complete line plus at most one torn line at the end, which readers ignore.
 #pragma once
@@ -16,7 +17,7 @@
 
 namespace l3lab::metrics::detail {
 
-using Record = std::variant<TrainRecord, ValRecord, Sample>;
+using Record = std::variant<TrainRecord, ValRecord, Sample, CoreRecord>;
 
 int64_t step_of(const Record& record);
 

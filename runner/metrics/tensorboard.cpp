@@ -183,6 +183,15 @@ struct TensorBoardWriter::Impl {
         if (r.loss) e.scalar("val/loss", *r.loss);
         add(e);
     }
+    void core(const CoreRecord& r, double wall_time) {
+        EventBuilder e(r.step, wall_time);
+        e.scalar("core/metric", r.core_metric);
+        for (const CoreTaskRecord& t : r.tasks) {
+            e.scalar("core/" + t.task + "/centered", t.centered);
+            e.scalar("core/" + t.task + "/accuracy", t.accuracy);
+        }
+        add(e);
+    }
     void sample(const Sample& s, double wall_time) {
         // The text begins with the prompt: shown in bold, then what the model wrote.
         const bool prefixed = s.text.compare(0, s.prompt.size(), s.prompt) == 0;
@@ -234,6 +243,7 @@ TensorBoardWriter::TensorBoardWriter(const fs::path& dir, const Attributes& attr
             case TimedRecord::Kind::Train: m.train(r.train, t); break;
             case TimedRecord::Kind::Val: m.val(r.val, t); break;
             case TimedRecord::Kind::Sample: m.sample(r.sample, t); break;
+            case TimedRecord::Kind::Core: m.core(r.core, t); break;
         }
     }
     m.flush();
@@ -252,6 +262,7 @@ TensorBoardWriter::~TensorBoardWriter() {
 void TensorBoardWriter::train(const TrainRecord& record, double wall_time) { impl_->train(record, wall_time); }
 void TensorBoardWriter::val(const ValRecord& record, double wall_time) { impl_->val(record, wall_time); }
 void TensorBoardWriter::sample(const Sample& sample, double wall_time) { impl_->sample(sample, wall_time); }
+void TensorBoardWriter::core(const CoreRecord& record, double wall_time) { impl_->core(record, wall_time); }
 void TensorBoardWriter::flush() { impl_->flush(); }
 void TensorBoardWriter::flush_every(std::chrono::milliseconds interval) {
     if (Clock::now() - impl_->last_flush >= interval) impl_->flush();

@@ -20,10 +20,11 @@ inline constexpr const char* kTensorBoardDir = "tb";
 
 // A record kept from before a resume, with the wall time it was logged at (0: unknown).
 struct TimedRecord {
-    enum class Kind { Train, Val, Sample } kind = Kind::Train;
+    enum class Kind { Train, Val, Sample, Core } kind = Kind::Train;
     TrainRecord train;
     ValRecord val;
     Sample sample;
+    CoreRecord core;
     double wall_time = 0;
 };
 
@@ -45,6 +46,8 @@ public:
     void train(const TrainRecord& record, double wall_time);
     void val(const ValRecord& record, double wall_time);
     void sample(const Sample& sample, double wall_time);
+    // "core/metric", and per task "core/<task>/centered" and "core/<task>/accuracy".
+    void core(const CoreRecord& record, double wall_time);
     // Appends what is buffered to the file (write(2), no fsync: a crash may tear the last record, which
     // TensorBoard's reader skips). Throws std::runtime_error on a failed write.
     void flush();

@@ -27,7 +27,7 @@ TRAIN_COLUMNS = ["loss", "raw_loss", "lrm", "dt", "tok_per_sec", "mfu", "tokens"
 
 def read_sidecar(run_dir):
     """The records of metrics.jsonl that are complete (a torn last line is ignored, as l3lab does)."""
-    train, val, samples = {}, {}, []
+    train, val, samples, core = {}, {}, [], {}
     with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:
         text = f.read().decode("utf-8")
     for line in text.split("\n")[:-1]:
@@ -38,7 +38,9 @@ def read_sidecar(run_dir):
             val[r["step"]] = r
         elif r.get("kind") == "sample":
             samples.append(r)
-    return train, val, samples
+        elif r.get("kind") == "core":
+            core[r["step"]] = r
+    return train, val, samples, core
 
 
 def same(a, b):
@@ -53,11 +55,16 @@ def check_run(run_dir, killed):
     acc = event_accumulator.EventAccumulator(os.path.join(run_dir, "tb"),
                                              size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
-    train, val, samples = read_sidecar(run_dir)
+    train, val, samples, core = read_sidecar(run_dir)
     problems, compared = [], 0
     expected = {"train/" + c: {s: r.get(c) for s, r in train.items()} for c in TRAIN_COLUMNS}
     expected["val/bpb"] = {s: r.get("bpb") for s, r in val.items()}
     expected["val/loss"] = {s: r["loss"] for s, r in val.items() if "loss" in r}
+    expected["core/metric"] = {s: r.get("core_metric") for s, r in core.items()}
+    for s, r in core.items():
+        for t in r["tasks"]:
+            for column in ("centered", "accuracy"):
+                expected.setdefault(f"core/{t['task']}/{column}", {})[s] = t.get(column)
     tags = set(acc.Tags()["scalars"])
     for tag, want in expected.items():
         if not want:
@@ -94,7 +101,7 @@ def check_run(run_dir, killed):
     if samples and "samples" not in texts:
         problems.append("samples missing")
     print(f"{run_dir}: {compared} scalar values compared over {len(expected)} tags "
-          f"({len(train)} train steps, {len(val)} evaluations), texts {sorted(texts)}")
+          f"({len(train)} train steps, {len(val)} evaluations, {len(core)} CORE evaluations), texts {sorted(texts)}")
     return problems
 
 
