@@ -131,9 +131,14 @@ inline TinyData make_tiny_data(const std::filesystem::path& dir, uint64_t first_
 // The tiny training experiment of those suites (depth 2, sequence 64, one L3 layer, CPU) on `data`,
 // with runs under `runs`; `batch_and_eval` holds its `batch:` and `eval:` lines.
 inline std::string tiny_experiment_yaml(const TinyData& data, const std::string& runs, std::string batch_and_eval) {
-    // No CORE in these suites (base.yaml's eval.core_every is nanochat's 2000, and there is no bundle here).
-    if (auto at = batch_and_eval.find("eval: {"); at != std::string::npos) batch_and_eval.insert(at + 7, "core_every: -1, ");
-    else batch_and_eval += "eval: {core_every: -1}\n";
+    // No CORE in these suites unless `batch_and_eval` sets it (base.yaml's eval.core_every is nanochat's
+    // 2000, and nanochat's bundle is not here).
+    if (batch_and_eval.find("core_every") == std::string::npos) {
+        if (auto at = batch_and_eval.find("eval: {"); at != std::string::npos)
+            batch_and_eval.insert(at + 7, "core_every: -1, ");
+        else
+            batch_and_eval += "eval: {core_every: -1}\n";
+    }
     return "extends: [" + base_yaml() + "]\n"
            "name: tiny\ndevice: cpu\n"
            "model: {vocab_size: 512, sequence_len: 64, depth: 2, aspect_ratio: 64, head_dim: 64, window_pattern: SL,\n"

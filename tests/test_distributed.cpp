@@ -279,7 +279,8 @@ protected:
             "        l3: {after_layers: [0], k_max: 8}}\n"
             "horizon: {num_iterations: 10}\n"
             "batch: {device_batch_size: 4, total_batch_size: 512}\n"
-            "eval: {every: 1, tokens: 1024, core_every: -1}\n"
+            "eval: {every: 1, tokens: 1024, core_every: 5, core_max_per_task: 5, core_bundle: " +
+            (test::kSourceDir / "tests" / "fixtures" / "core" / "eval_bundle").string() + "}\n"
             "sample: {every: -1, max_tokens: 2, prompts: [\"The kernel\"]}\n"
             "checkpoint: {every: 4, keep_last: 3}\n"
             "data: {tokenizer: " + tok + ", train: " + (dir->path() / "train.bin").string() +
@@ -340,6 +341,16 @@ TEST_F(Distributed, TwoProcessesUnderTorchrunTrainExactlyLikeOneWithGradientAccu
     EXPECT_LE(worst_loss, 1e-12);
     EXPECT_LE(worst_bpb, 1e-12);
     EXPECT_LT(m1.val.back().bpb, m1.val.front().bpb);  // it learned something
+
+    // CORE at steps 5 and 10: 2 ranks stride each task's 5 examples (3 and 2) and sum the verdicts; the
+    // result is the one process's, task by task
+    ASSERT_EQ(m1.core.size(), 2u);
+    EXPECT_EQ(m1.core[1].step, 10);
+    ASSERT_EQ(m1.core[1].tasks.size(), 6u);
+    EXPECT_EQ(m2.core, m1.core);
+    int right = 0;
+    for (const auto& t : m1.core[1].tasks) right += static_cast<int>(std::lround(t.accuracy * 5));
+    std::printf("[ measured ] CORE at step 10: %.4f from both, %d of 30 examples right\n", m1.core[1].core_metric, right);
 
     // the weights, bit for bit
     const fs::path c1 = final_checkpoint(one), c2 = final_checkpoint(two);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "runner/metrics/metrics.h"
 #include "test_util.h"
 
 using namespace l3lab;
@@ -118,7 +119,33 @@ TEST(NanochatCheckpoint, CoreDuringTrainingOnTheReferencesSchedule) {
     const json summary = json::parse(test::slurp(run / "summary.json"));
     r = test::run_cli({"eval", run.string(), "--core", "--bundle", bundle, "--max-per-task", "-1", "--json"});
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_DOUBLE_EQ(summary["core_metric"].get<double>(), json::parse(r.out)["core_metric"].get<double>());
+    const json final_core = json::parse(r.out);
+    EXPECT_DOUBLE_EQ(summary["core_metric"].get<double>(), final_core["core_metric"].get<double>());
+    // metrics.jsonl and metrics.h5 (/core): every evaluation, every task, equal to `eval --core`'s at the end
+    const auto m = metrics::read_metrics(run);
+    ASSERT_EQ(m.core.size(), 3u);
+    EXPECT_EQ(m.core[0].step, 4);
+    EXPECT_EQ(m.core[2].step, 10);
+    EXPECT_EQ(m.core[2].core_metric, final_core["core_metric"].get<double>());
+    ASSERT_EQ(m.core[2].tasks.size(), final_core["results"].size());
+    for (const auto& t : m.core[2].tasks) {
+        EXPECT_EQ(t.accuracy, final_core["results"][t.task].get<double>()) << t.task;
+        EXPECT_EQ(t.centered, final_core["centered_results"][t.task].get<double>()) << t.task;
+    }
+    EXPECT_EQ(metrics::read_view(run / metrics::kViewFile).core, m.core);
+
+    // a 3-shot task draws its shots from the other kept examples: 3 per task is refused, naming the task
+    r = test::run_cli({"train", s.experiment, "eval.core_every=4", "eval.core_max_per_task=3", "eval.core_bundle=" + bundle,
+                       "--run-dir", (s.dir.path() / "run-three").string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("eval.core_max_per_task: mc_three is 3-shot and draws its shots from the other evaluated examples, "
+                         "so it needs more than 3 per task; 3 leaves 2 to draw from"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(s.dir.path() / "run-three"));
+    r = test::run_cli({"eval", run.string(), "--core", "--bundle", bundle, "--max-per-task", "3"});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("--max-per-task 3: mc_three is 3-shot"), std::string::npos) << r.err;
 
     r = test::run_cli({"train", s.experiment, "eval.core_every=4", "eval.core_bundle=" + (s.dir.path() / "none").string(),
                        "--run-dir", (s.dir.path() / "run-no-bundle").string()});

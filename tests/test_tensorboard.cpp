@@ -1,6 +1,6 @@
 // TensorBoard event files (docs/tracking.md), read back with TensorBoard's own reader from PyPI
 // (tools/tensorboard/check_events.py: tensorboard's EventAccumulator, in .venv): every scalar at every step
-// equals metrics.jsonl, each step once, after a kill and a resume too; a torn last record is skipped as
+// (training, validation, CORE per task) equals metrics.jsonl, each step once, after a kill and a resume too; a torn last record is skipped as
 // TensorBoard skips it; our .proto's field numbers are TensorBoard's.
 #include <gtest/gtest.h>
 
@@ -38,9 +38,13 @@ protected:
         test::prepare_training_suite();
         dir = new test::TempDir();
         const test::TinyData data = test::make_tiny_data(dir->path(), 7000, 300, 500);
+        // CORE at steps 5, 10, 15 and the last, on the synthetic bundle of tests/fixtures/core
+        const std::string core_bundle = (test::kSourceDir / "tests" / "fixtures" / "core" / "eval_bundle").string();
         experiment = dir->write("tiny.yaml", test::tiny_experiment_yaml(data, (dir->path() / "runs").string(),
                                                                         "batch: {device_batch_size: 2, total_batch_size: 256}\n"
-                                                                        "eval: {every: 3, tokens: 256}\n"));
+                                                                        "eval: {every: 3, tokens: 256, core_every: 5, "
+                                                                        "core_max_per_task: 5, core_bundle: " +
+                                                                            core_bundle + "}\n"));
     }
     static void TearDownTestSuite() {
         delete dir;
@@ -84,7 +88,7 @@ TEST_F(TensorBoard, EveryScalarEqualsTheSidecarAfterAKillAndAResume) {
     c = check_events({run.string()});
     std::printf("[ resumed ] %s", c.output.c_str());
     EXPECT_EQ(c.code, 0) << c.output;
-    EXPECT_NE(c.output.find("(16 train steps, 7 evaluations)"), std::string::npos) << c.output;
+    EXPECT_NE(c.output.find("(16 train steps, 7 evaluations, 4 CORE evaluations)"), std::string::npos) << c.output;
     EXPECT_EQ(event_files(run).size(), 1u) << "the resume replaces the killed run's file with one holding every step";
 }
 

@@ -131,8 +131,9 @@ void check_data(const config::Experiment& e, int world_size) {
     // CORE (eval.core_every > 0) needs nanochat's eval bundle, which l3lab never downloads.
     if (e.core_every > 0) {
         const std::string bundle = e.core_bundle.empty() ? data::default_core_bundle() : e.core_bundle;
+        std::vector<data::CoreTask> tasks;
         try {
-            data::read_core_bundle(bundle);
+            tasks = data::read_core_bundle(bundle);
         } catch (const data::DataError& err) {
             std::vector<config::ConfigError> errors = err.errors();
             errors.insert(errors.begin(), {e.where("eval.core_every"), "eval.core_every",
@@ -141,6 +142,8 @@ void check_data(const config::Experiment& e, int world_size) {
                                                "eval_bundle there, name it with eval.core_bundle, or set eval.core_every=-1:"});
             throw config::ConfigException(errors);
         }
+        if (const std::string problem = data::core_max_per_task_problem(tasks, e.core_max_per_task); !problem.empty())
+            throw config::ConfigException({{e.where("eval.core_max_per_task"), "eval.core_max_per_task", problem}});
     }
 }
 
@@ -553,8 +556,12 @@ int cmd_eval(const std::vector<std::string>& args, std::ostream& out, std::ostre
     }
     if (vm.count("core")) {
         const std::string bundle = vm.count("bundle") ? vm["bundle"].as<std::string>() : data::default_core_bundle();
-        data::read_core_bundle(bundle);  // a missing or malformed bundle: exit 2 before libtorch loads
-        request["core"] = {{"bundle", bundle}, {"max_per_task", vm["max-per-task"].as<long long>()}};
+        // a missing or malformed bundle, or too few examples for its shots: exit 2 before libtorch loads
+        const auto tasks = data::read_core_bundle(bundle);
+        const long long max_per_task = vm["max-per-task"].as<long long>();
+        if (const std::string problem = data::core_max_per_task_problem(tasks, max_per_task); !problem.empty())
+            throw UsageError("--max-per-task " + std::to_string(max_per_task) + ": " + problem);
+        request["core"] = {{"bundle", bundle}, {"max_per_task", max_per_task}};
     }
     return require_torch().eval_fn(request.dump().c_str(), emit_to_stream, &out);
 }

@@ -309,6 +309,18 @@ std::string python_strip(const std::string& s) {
     return s.substr(begin, end - begin);
 }
 
+std::string core_max_per_task_problem(const std::vector<CoreTask>& tasks, int64_t max_per_task) {
+    if (max_per_task <= 0) return "";
+    for (const CoreTask& task : tasks) {
+        const int64_t kept = std::min<int64_t>(max_per_task, static_cast<int64_t>(task.examples.size()));
+        if (task.num_fewshot >= kept)
+            return task.label + " is " + std::to_string(task.num_fewshot) + "-shot and draws its shots from the other " +
+                   "evaluated examples, so it needs more than " + std::to_string(task.num_fewshot) + " per task; " +
+                   std::to_string(max_per_task) + " leaves " + std::to_string(kept - 1) + " to draw from";
+    }
+    return "";
+}
+
 CoreRows core_rows(const CoreTask& task, const std::vector<CoreExample>& examples, size_t idx, const Tokenizer& tokenizer) {
     CoreRows r;
     if (task.num_fewshot > 0) {

@@ -72,6 +72,12 @@ CoreRows core_rows(const CoreTask& task, const std::vector<CoreExample>& example
 // evaluate_core's subsample: Random(1337).shuffle, then the first max_per_task (all when <= 0).
 std::vector<CoreExample> core_subsample(const std::vector<CoreExample>& examples, int64_t max_per_task);
 
+// Empty when every task can be evaluated with `max_per_task` examples; else what is wrong, naming the
+// task. The shots are drawn from the other kept examples (evaluate_example samples them from the
+// subsample), so a k-shot task needs max_per_task > k; nanochat fails there mid-run with Python's
+// "Sample larger than population".
+std::string core_max_per_task_problem(const std::vector<CoreTask>& tasks, int64_t max_per_task);
+
 // Python's str.strip() (Unicode whitespace), which the LM template's `trim` and the reference apply.
 std::string python_strip(const std::string& s);
 

@@ -129,18 +129,9 @@ int eval_core(Loaded& l, const json& request, const Emitter& print) {
     auto tokenizer = l3lab::data::load_tokenizer(c.data_tokenizer);
     const auto tasks = l3lab::data::read_core_bundle(request["core"]["bundle"].get<std::string>());
     const int64_t max_per_task = request["core"]["max_per_task"].get<int64_t>();
-    std::unique_ptr<l3lab::util::Progress> progress;
-    std::string current;
-    const auto result = l3lab::train::evaluate_core(
-        l.model, *tokenizer, tasks, max_per_task, l.device, [&](const std::string& label, size_t done, size_t total) {
-            if (label != current) {
-                if (progress) progress->finish();
-                current = label;
-                progress = std::make_unique<l3lab::util::Progress>("CORE " + label, static_cast<int64_t>(total), "examples");
-            }
-            progress->set(static_cast<int64_t>(done));
-        });
-    if (progress) progress->finish();
+    l3lab::train::CoreProgressBars bars;
+    const auto result = l3lab::train::evaluate_core(l.model, *tokenizer, tasks, max_per_task, l.device, {}, std::ref(bars));
+    bars.finish();
     if (request.value("json", false)) {
         json out = {{"checkpoint", request["checkpoint"]}, {"core_metric", result.core_metric}, {"max_per_task", max_per_task}};
         for (const auto& t : result.tasks) {

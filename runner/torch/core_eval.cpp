@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "runner/data/errors.h"
+#include "runner/util/stop.h"
 
 namespace l3lab::train {
 
@@ -54,23 +55,38 @@ bool example_correct(modules::GPT& model, const data::CoreTask& task, const data
 }  // namespace
 
 CoreResult evaluate_core(modules::GPT& model, const data::Tokenizer& tokenizer, const std::vector<data::CoreTask>& tasks,
-                         int64_t max_per_task, const at::Device& device,
+                         int64_t max_per_task, const at::Device& device, const EvalShare& share,
                          const std::function<void(const std::string&, size_t, size_t)>& progress) {
     torch::NoGradGuard no_grad;
     model->eval();
+    const size_t rank = static_cast<size_t>(share.rank), world = static_cast<size_t>(share.world_size);
+    const size_t stop_every = world > 1 ? kStopCheckBatches : 1;
     CoreResult result;
     double centered_sum = 0;
     for (const auto& task : tasks) {
         const std::vector<data::CoreExample> data = data::core_subsample(task.examples, max_per_task);
+        // Rounds of world_size examples: every rank runs the same rounds, so the collective stop checks
+        // line up even when the ranks' shares differ by one.
+        std::vector<double> verdicts(data.size(), 0.0);
+        const size_t rounds = (data.size() + world - 1) / world;
+        for (size_t round = 0; round < rounds; ++round) {
+            if (round > 0 && round % stop_every == 0 && share.stop && share.stop())
+                throw util::Interrupted(util::stop_reason() + " during the CORE evaluation (" + task.label + ", example " +
+                                        std::to_string(round * world) + " of " + std::to_string(data.size()) + ")");
+            const size_t idx = round * world + rank;
+            if (idx < data.size()) {
+                const data::CoreRows rows = data::core_rows(task, data, idx, tokenizer);
+                verdicts[idx] = example_correct(model, task, rows, tokenizer.bos_id(), data[idx].gold, device) ? 1.0 : 0.0;
+            }
+            if (progress) progress(task.label, std::min(data.size(), (round + 1) * world), data.size());
+        }
+        if (world > 1 && share.sum) share.sum(verdicts);  // nanochat's all_reduce(correct, SUM)
         CoreTaskResult r;
         r.label = task.label;
         at::Tensor correct = at::zeros({static_cast<int64_t>(data.size())}, at::kFloat);
         for (size_t idx = 0; idx < data.size(); ++idx) {
-            const data::CoreRows rows = data::core_rows(task, data, idx, tokenizer);
-            const bool ok = example_correct(model, task, rows, tokenizer.bos_id(), data[idx].gold, device);
-            r.correct.push_back(ok);
-            correct[static_cast<int64_t>(idx)] = ok ? 1.0f : 0.0f;
-            if (progress) progress(task.label, idx + 1, data.size());
+            r.correct.push_back(verdicts[idx] > 0.5);
+            correct[static_cast<int64_t>(idx)] = static_cast<float>(verdicts[idx]);
         }
         r.accuracy = data.empty() ? 0.0 : static_cast<double>(correct.mean().item<float>());
         const double baseline = 0.01 * task.random_baseline;
@@ -80,6 +96,19 @@ CoreResult evaluate_core(modules::GPT& model, const data::Tokenizer& tokenizer, 
     }
     result.core_metric = tasks.empty() ? 0.0 : centered_sum / static_cast<double>(tasks.size());
     return result;
+}
+
+void CoreProgressBars::operator()(const std::string& label, size_t done, size_t total) {
+    if (label != current_) {
+        if (bar_) bar_->finish();
+        current_ = label;
+        bar_ = std::make_unique<util::Progress>("CORE " + label, static_cast<int64_t>(total), "examples", options_);
+    }
+    bar_->set(static_cast<int64_t>(done));
+}
+
+void CoreProgressBars::finish() {
+    if (bar_) bar_->finish();
 }
 
 }  // namespace l3lab::train

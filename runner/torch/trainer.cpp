@@ -468,6 +468,28 @@ EvalResult evaluate(Run& run) {
                            c.model.sequence_len, c.eval_tokens, run.device, share);
 }
 
+// The CORE metric on the model as it is, every rank its share of the examples; progress on rank 0 (a
+// bar per task: examples done, rate).
+CoreResult evaluate_core_in_loop(Run& run) {
+    const auto& c = run.config;
+    if (run.core_tasks.empty())
+        run.core_tasks = data::read_core_bundle(c.core_bundle.empty() ? data::default_core_bundle() : c.core_bundle);
+    EvalShare share;
+    share.rank = run.group.rank();
+    share.world_size = run.group.world_size();
+    if (run.group.world_size() > 1) {
+        share.sum = [&run](std::vector<double>& verdicts) { run.group.sum(verdicts, "summing the CORE verdicts"); };
+        share.stop = [&run] { return run.group.any(util::stop_requested(), "sharing the stop signal (CORE)"); };
+    } else {
+        share.stop = [] { return util::stop_requested(); };
+    }
+    CoreProgressBars bars(progress_options(run.group));
+    CoreResult result =
+        evaluate_core(run.model, *run.tokenizer, run.core_tasks, c.core_max_per_task, run.device, share, std::ref(bars));
+    bars.finish();
+    return result;
+}
+
 // Throws util::Interrupted when a stop signal arrives while it generates (the step's samples are then
 // redone by the resume).
 void write_samples(Run& run, long long step) {
@@ -510,28 +532,18 @@ bool evaluate_and_sample(Run& run, LoopState& state, bool last_step) {
         metrics::ValRecord v{state.step, run.tokenizer ? r.bpb : NAN, r.loss};
         if (run.metrics) run.metrics->val(v);
     }
-    // CORE on base_train's schedule: every eval.core_every steps after step 0, and the last step. Every
-    // rank evaluates every example (the result is the same; ranks do not stride the examples yet).
+    // CORE on base_train's schedule: every eval.core_every steps after step 0, and the last step. The ranks
+    // stride the examples and sum the verdicts, as nanochat's evaluate_task.
     if (c.core_every > 0 && (last_step || (state.step > 0 && state.step % c.core_every == 0)) && run.tokenizer) {
         ran = true;
-        if (run.core_tasks.empty())
-            run.core_tasks = data::read_core_bundle(c.core_bundle.empty() ? data::default_core_bundle() : c.core_bundle);
-        std::unique_ptr<util::Progress> progress;
-        std::string current;
-        const CoreResult core = evaluate_core(run.model, *run.tokenizer, run.core_tasks, c.core_max_per_task, run.device,
-                                              [&](const std::string& label, size_t done, size_t total) {
-                                                  util::throw_if_stop_requested("the CORE evaluation");
-                                                  if (label != current) {
-                                                      if (progress) progress->finish();
-                                                      current = label;
-                                                      progress = std::make_unique<util::Progress>(
-                                                          "CORE " + label, static_cast<int64_t>(total), "examples");
-                                                  }
-                                                  progress->set(static_cast<int64_t>(done));
-                                              });
-        if (progress) progress->finish();
+        const CoreResult core = evaluate_core_in_loop(run);
         state.core_metric = core.core_metric;
         log_line("Step " + util::zero_padded(state.step, 5) + " | CORE metric: " + fixed(core.core_metric, 4));
+        if (run.metrics) {
+            metrics::CoreRecord record{state.step, core.core_metric, {}};
+            for (const auto& t : core.tasks) record.tasks.push_back({t.label, t.accuracy, t.centered});
+            run.metrics->core(record);
+        }
     }
     if (last_step || (c.sample_every > 0 && state.step > 0 && state.step % c.sample_every == 0)) {
         ran = true;
