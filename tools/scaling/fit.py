@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Scaling-law analysis of a collected l3lab sweep: isoFLOP fits, compute-optimal power laws, L3 vs dense.
 
-    tools/scaling/fit.py SWEEP_DIR | results.csv | results.h5 [--out DIR] [--metric final_val_bpb|min_val_bpb]
-                         [--where KEY=VALUE ...]
+    tools/scaling/fit.py SWEEP_DIR | results.csv | results.h5 [--out DIR]
+                         [--metric final_val_bpb|min_val_bpb|core_score] [--where KEY=VALUE ...]
 
 Reads the table `l3lab sweep collect` writes (docs/sweeps.md; results.csv, or results.h5 with the same
 columns under /cells) and writes, into --out (default <sweep_dir>/analysis/):
@@ -35,6 +35,25 @@ REQUIRED_COLUMNS = LEADING_COLUMNS + (
 NUMERIC_NEEDED = ("n_l3_layers", "params_scaling", "total_flops")
 STATES = ("completed", "failed", "running", "interrupted", "pending")
 SIZE_AND_SEED_KEYS = ("seed", "horizon.target_flops")
+# The metrics a fit can use. The validation bpbs are losses (lower is better); core_score, the DCLM CORE
+# metric, is a centred accuracy (higher is better), so its isoFLOP optimum is a maximum.
+METRICS = ("final_val_bpb", "min_val_bpb", "core_score")
+HIGHER_IS_BETTER = frozenset({"core_score"})
+
+
+def better_sign(metric):
+    """+1 for a loss, -1 for a score: sign * value is lower-is-better for every metric, so the optimum,
+    the best cell and "L3 better" are each decided in one place whatever the metric's direction."""
+    return -1.0 if metric in HIGHER_IS_BETTER else 1.0
+
+
+def optimum_word(metric):
+    return "maximum" if metric in HIGHER_IS_BETTER else "minimum"
+
+
+def l3_better_side(metric):
+    """Which side of 0 a difference L3 - dense (in the metric's own units) is on when L3 is better."""
+    return "above 0" if metric in HIGHER_IS_BETTER else "below 0"
 
 
 class InputError(Exception):
@@ -250,31 +269,41 @@ def interp_loglog(x, xs, ys):
 
 
 def fit_isoflop(budget, cells, metric):
-    """Quadratic fit of the metric in log10 N for one budget and arm, and the compute-optimal point."""
+    """Quadratic fit of the metric in log10 N for one budget and arm, and the compute-optimal point: the
+    vertex, a minimum for a loss and a maximum for a score such as core_score."""
     n = np.array([c["params_scaling"] for c in cells], dtype=float)
-    bpb = np.array([c[metric] for c in cells], dtype=float)
+    values = np.array([c[metric] for c in cells], dtype=float)
+    sign = better_sign(metric)
+    best = int(np.argmin(sign * values))
     x = np.log10(n)
     fit = {"budget": budget, "cells": len(cells), "n_min": float(n.min()), "n_max": float(n.max()),
-           "sizes": int(len(np.unique(n))), "coeffs": None, "ok": False, "problem": None,
-           "n_opt": None, "bpb_opt": None, "d_opt": None, "ratio": None, "d_method": None,
-           "min_observed": float(bpb.min()), "min_observed_dir": cells[int(np.argmin(bpb))]["dir"]}
+           "sizes": int(len(np.unique(n))), "coeffs": None, "ok": False, "problem": None, "problem_kind": None,
+           "n_opt": None, "metric_opt": None, "d_opt": None, "ratio": None, "d_method": None,
+           "best_observed": float(values[best]), "best_observed_dir": cells[best]["dir"]}
     if fit["sizes"] < 3:
         fit["problem"] = f"only {fit['sizes']} distinct model size(s); a quadratic needs 3"
+        fit["problem_kind"] = "sizes"
         return fit
-    a, b, c = np.polyfit(x, bpb, 2)
+    # The metric itself is fitted, so the reported coefficients are the metric's; only the test of the
+    # curvature depends on the direction.
+    a, b, c = np.polyfit(x, values, 2)
     fit["coeffs"] = [float(a), float(b), float(c)]
-    if a <= 0:
-        fit["problem"] = f"curvature a = {a:.4g} <= 0: the points have no minimum (no U shape)"
+    if sign * a <= 0:
+        fit["problem"] = (f"curvature a = {a:.4g} >= 0: the points have no maximum (no ∩ shape)"
+                          if sign < 0 else
+                          f"curvature a = {a:.4g} <= 0: the points have no minimum (no U shape)")
+        fit["problem_kind"] = "shape"
         return fit
     x_opt = -b / (2 * a)
     if not x.min() <= x_opt <= x.max():
-        fit["problem"] = (f"minimum at N = {10 ** x_opt:.3g} lies outside the sampled range "
+        fit["problem"] = (f"{optimum_word(metric)} at N = {10 ** x_opt:.3g} lies outside the sampled range "
                           f"[{n.min():.3g}, {n.max():.3g}]")
+        fit["problem_kind"] = "outside"
         return fit
     n_opt = 10 ** x_opt
     fit["ok"] = True
     fit["n_opt"] = float(n_opt)
-    fit["bpb_opt"] = float(a * x_opt ** 2 + b * x_opt + c)
+    fit["metric_opt"] = float(a * x_opt ** 2 + b * x_opt + c)
     fpt = [(cl["params_scaling"], cl["flops_per_token"]) for cl in cells if cl["flops_per_token"]]
     if len(fpt) == len(cells):
         # The plan's FLOPs per token (matmuls + attention) at N*, interpolated between the sampled models.
@@ -307,7 +336,11 @@ def analyse(cells, swept, metric):
     used, excluded = select_cells(cells, metric)
     if not used:
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(excluded.items()))
-        raise InputError(f"no completed cell with a {metric} to fit ({len(cells)} cells: {counts})")
+        hint = ""
+        if any("missing core_score" in reason for reason in excluded):
+            hint = ("; core_score is empty where CORE never ran: it runs only when eval.core_every > 0 in the "
+                    "sweep's experiment (or its overrides), with nanochat's eval bundle (docs/training.md)")
+        raise InputError(f"no completed cell with a {metric} to fit ({len(cells)} cells: {counts}){hint}")
     split_keys = l3_arm_keys(used, swept)
     groups = {}
     for cell in used:
@@ -359,13 +392,15 @@ def analyse(cells, swept, metric):
                 base = dense.get(fit["budget"])
                 if base is None:
                     continue
+                # Differences are L3 - dense in the metric's own units for every metric; which sign means
+                # "L3 better" is l3_better_side(metric).
                 row = {"arm": arm, "budget": fit["budget"],
-                       "dense_min": base["min_observed"], "dense_dir": base["min_observed_dir"],
-                       "l3_min": fit["min_observed"], "l3_dir": fit["min_observed_dir"],
-                       "delta_min": fit["min_observed"] - base["min_observed"],
-                       "dense_fit": base["bpb_opt"], "l3_fit": fit["bpb_opt"], "delta_fit": None}
+                       "dense_best": base["best_observed"], "dense_dir": base["best_observed_dir"],
+                       "l3_best": fit["best_observed"], "l3_dir": fit["best_observed_dir"],
+                       "delta_best": fit["best_observed"] - base["best_observed"],
+                       "dense_fit": base["metric_opt"], "l3_fit": fit["metric_opt"], "delta_fit": None}
                 if base["ok"] and fit["ok"]:
-                    row["delta_fit"] = fit["bpb_opt"] - base["bpb_opt"]
+                    row["delta_fit"] = fit["metric_opt"] - base["metric_opt"]
                 row.update(seed_deltas(groups[("dense", fit["budget"])], groups[(arm, fit["budget"])], metric))
                 comparison.append(row)
             if not any(r["arm"] == arm for r in comparison):
@@ -373,7 +408,8 @@ def analyse(cells, swept, metric):
     elif len(arms) > 0 and arms != ["dense"]:
         warnings.append("no completed dense cell: no L3 vs dense comparison")
 
-    result = {"metric": metric, "cells_total": len(cells), "cells_used": len(used), "excluded": excluded,
+    result = {"metric": metric, "higher_is_better": metric in HIGHER_IS_BETTER,
+              "cells_total": len(cells), "cells_used": len(used), "excluded": excluded,
               "arms": arms, "split_keys": split_keys, "fits": fits, "laws": laws, "comparison": comparison,
               "warnings": warnings, "used": used}
     result["verdict"] = verdict(result)
@@ -385,12 +421,16 @@ def seed_of(cell):
 
 
 def seed_deltas(dense_cells, l3_cells, metric):
-    """L3 - dense of the best cell per seed, for the seeds both arms ran at this budget: the per-seed
-    differences, their mean and their spread (sample standard deviation; None for one seed)."""
+    """L3 - dense of the best cell per seed (the lowest loss, the highest score), for the seeds both arms
+    ran at this budget: the per-seed differences in the metric's units, their mean and their spread
+    (sample standard deviation; None for one seed)."""
+    sign = better_sign(metric)
+
     def best_by_seed(cells):
         best = {}
         for c in cells:
-            best[seed_of(c)] = min(best.get(seed_of(c), math.inf), c[metric])
+            if seed_of(c) not in best or sign * c[metric] < sign * best[seed_of(c)]:
+                best[seed_of(c)] = c[metric]
         return best
     dense, l3 = best_by_seed(dense_cells), best_by_seed(l3_cells)
     seeds = sorted(set(dense) & set(l3))
@@ -408,15 +448,17 @@ def verdict(result):
     lines = []
     with_n = {arm: [f for f in result["fits"][arm] if f["ok"]] for arm in result["arms"]}
     if not any(with_n.values()):
+        optimum = optimum_word(result["metric"])
+        no_shape = ("no ∩ shape (the fitted parabola opens upwards)" if result["metric"] in HIGHER_IS_BETTER
+                    else "no U shape (the fitted parabola opens downwards)")
         kinds = {}
         for arm in result["arms"]:
             for f in result["fits"][arm]:
-                kind = ("no U shape (the fitted parabola opens downwards)" if "no U shape" in f["problem"]
-                        else "the minimum outside the sampled sizes" if "outside" in f["problem"]
-                        else "fewer than 3 model sizes")
+                kind = {"shape": no_shape, "outside": f"the {optimum} outside the sampled sizes"}.get(
+                    f["problem_kind"], "fewer than 3 model sizes")
                 kinds[kind] = kinds.get(kind, 0) + 1
         reasons = "; ".join(f"{n} isoFLOP curve{'s' if n > 1 else ''} with {kind}" for kind, n in sorted(kinds.items()))
-        lines.append("This sweep cannot support a scaling-law fit: no budget of any arm has an isoFLOP minimum "
+        lines.append(f"This sweep cannot support a scaling-law fit: no budget of any arm has an isoFLOP {optimum} "
                      f"inside its sampled sizes ({reasons}). Its budgets are too small, or its sizes too few or "
                      "too narrow, for the models to show the trade-off between size and tokens; see "
                      "docs/scaling.md.")
@@ -463,12 +505,12 @@ def plot_isoflop(result, path, plt):
                 x = np.linspace(math.log10(fit["n_min"]) - 0.05, math.log10(fit["n_max"]) + 0.05, 100)
                 ax.plot(10 ** x, np.polyval(fit["coeffs"], x), "--", color=color, linewidth=1.5)
             if fit["ok"]:
-                ax.plot([fit["n_opt"]], [fit["bpb_opt"]], "*", color=color, markersize=16,
+                ax.plot([fit["n_opt"]], [fit["metric_opt"]], "*", color=color, markersize=16,
                         markeredgecolor="black", zorder=5)
         ax.set_xscale("log")
         ax.set_xlabel("N (params_scaling: transformer matrices + lm_head)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"IsoFLOP curves: {arm}  (* = fitted N*)")
+        ax.set_ylabel(f"{metric} ({'higher' if metric in HIGHER_IS_BETTER else 'lower'} is better)")
+        ax.set_title(f"IsoFLOP curves: {arm}  (* = fitted N*, the {optimum_word(metric)})")
         ax.grid(True, alpha=0.3)
         ax.legend(title="C (FLOPs)", fontsize=8)
     fig.tight_layout()
@@ -518,11 +560,11 @@ def plot_l3_vs_dense(result, path, plt):
         left.plot([c["total_flops"] for c in members], [c[metric] for c in members], "o", color=style[arm],
                   alpha=0.35, markersize=5)
         fits = result["fits"][arm]
-        left.plot([f["budget"] for f in fits], [f["min_observed"] for f in fits], "-o", color=style[arm],
+        left.plot([f["budget"] for f in fits], [f["best_observed"] for f in fits], "-o", color=style[arm],
                   label=f"{arm}: best cell per budget")
     left.set_xscale("log")
     left.set_xlabel("C (total_flops of each cell)")
-    left.set_ylabel(metric)
+    left.set_ylabel(f"{metric} ({'higher' if metric in HIGHER_IS_BETTER else 'lower'} is better)")
     left.set_title(f"{metric} vs compute (dots: every completed cell)")
     left.grid(True, alpha=0.3)
     left.legend(fontsize=8)
@@ -531,16 +573,16 @@ def plot_l3_vs_dense(result, path, plt):
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
             continue
-        right.plot([r["budget"] for r in mine], [r["delta_min"] for r in mine], "-o", color=style[arm],
+        right.plot([r["budget"] for r in mine], [r["delta_best"] for r in mine], "-o", color=style[arm],
                    label=f"{arm}: best cell")
         fitted = [r for r in mine if r["delta_fit"] is not None]
         if fitted:
             right.plot([r["budget"] for r in fitted], [r["delta_fit"] for r in fitted], "--*", color=style[arm],
-                       markersize=10, label=f"{arm}: fitted minimum")
+                       markersize=10, label=f"{arm}: fitted {optimum_word(metric)}")
     right.axhline(0, color="black", linewidth=1)
     right.set_xscale("log")
     right.set_xlabel("C (FLOPs)")
-    right.set_ylabel(f"Δ {metric}: L3 − dense (below 0: L3 better)")
+    right.set_ylabel(f"Δ {metric}: L3 − dense ({l3_better_side(metric)}: L3 better)")
     right.set_title("L3 vs dense at equal FLOPs")
     right.grid(True, alpha=0.3)
     if rows:
@@ -560,11 +602,15 @@ def fmt(value, spec=".4g"):
 
 def write_report(result, source, path):
     metric = result["metric"]
+    optimum = optimum_word(metric)
+    opt = optimum[:3]   # "min" / "max" in the table headers
     lines = ["# Scaling-law fit", "",
-             f"Input: `{source}`. Metric: `{metric}`. N = `params_scaling` (transformer matrices + lm_head). "
+             f"Input: `{source}`. Metric: `{metric}` "
+             f"({'higher' if metric in HIGHER_IS_BETTER else 'lower'} is better). "
+             "N = `params_scaling` (transformer matrices + lm_head). "
              f"C = `target_flops` when the cell used that rule, else `total_flops` to 3 significant digits.",
              "IsoFLOP fit per budget and arm: "
-             f"`{metric} = a·(log10 N)² + b·log10 N + c` (least squares); N* at its minimum. "
+             f"`{metric} = a·(log10 N)² + b·log10 N + c` (least squares); N* at its {optimum}. "
              "D* = C / flops_per_token(N*), the plan's FLOPs per token interpolated log-log between the "
              "sampled sizes (`6N*` where a cell lacks flops_per_token: see the D* column). "
              "Method and assumptions: docs/scaling.md.", ""]
@@ -582,7 +628,7 @@ def write_report(result, source, path):
     lines.append("")
 
     lines += ["## IsoFLOP fits", "",
-              "| arm | C | cells | sizes | N range | a | b | c | N* | fitted min | D* | D*/N* | D* from | "
+              f"| arm | C | cells | sizes | N range | a | b | c | N* | fitted {opt} | D* | D*/N* | D* from | "
               "best cell |",
               "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for arm in result["arms"]:
@@ -590,9 +636,9 @@ def write_report(result, source, path):
             a, b, c = f["coeffs"] if f["coeffs"] else (None, None, None)
             lines.append(
                 f"| {arm} | {f['budget']:.3g} | {f['cells']} | {f['sizes']} | {f['n_min']:.3g}–{f['n_max']:.3g} "
-                f"| {fmt(a)} | {fmt(b)} | {fmt(c)} | {fmt(f['n_opt'], '.4g')} | {fmt(f['bpb_opt'], '.4f')} "
+                f"| {fmt(a)} | {fmt(b)} | {fmt(c)} | {fmt(f['n_opt'], '.4g')} | {fmt(f['metric_opt'], '.4f')} "
                 f"| {fmt(f['d_opt'], '.4g')} | {fmt(f['ratio'], '.2f')} | {f['d_method'] or 'no fit'} "
-                f"| {f['min_observed']:.4f} `{f['min_observed_dir']}` |")
+                f"| {f['best_observed']:.4f} `{f['best_observed_dir']}` |")
     lines.append("")
 
     lines += ["## Compute-optimal power laws", "",
@@ -614,16 +660,18 @@ def write_report(result, source, path):
 
     lines += ["## L3 vs dense at equal FLOPs", ""]
     if result["comparison"]:
-        lines += [f"Δ = L3 − dense in `{metric}` (below 0: L3 is better at the same compute). Per seed: the "
+        lines += [f"Δ = L3 − dense in `{metric}` ({l3_better_side(metric)}: L3 is better at the same compute). "
+                  f"The best cell is the one with the {'highest' if metric in HIGHER_IS_BETTER else 'lowest'} "
+                  f"`{metric}`. Per seed: the "
                   "best L3 cell minus the best dense cell of that seed; the mean over the seeds both arms ran, "
                   "± their sample standard deviation (a difference smaller than about twice it is not "
                   "distinguishable from seed noise).", "",
                   "| arm | C | dense best cell | L3 best cell | Δ best | seeds | Δ per seed: mean | ± std | "
-                  "dense fitted min | L3 fitted min | Δ fitted |",
+                  f"dense fitted {opt} | L3 fitted {opt} | Δ fitted |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result["comparison"]:
-            lines.append(f"| {r['arm']} | {r['budget']:.3g} | {r['dense_min']:.4f} | {r['l3_min']:.4f} "
-                         f"| {r['delta_min']:+.4f} | {len(r['seeds'])} | {fmt(r['delta_mean'], '+.4f')} "
+            lines.append(f"| {r['arm']} | {r['budget']:.3g} | {r['dense_best']:.4f} | {r['l3_best']:.4f} "
+                         f"| {r['delta_best']:+.4f} | {len(r['seeds'])} | {fmt(r['delta_mean'], '+.4f')} "
                          f"| {fmt(r['delta_std'], '.4f')} | {fmt(r['dense_fit'], '.4f')} | {fmt(r['l3_fit'], '.4f')} "
                          f"| {fmt(r['delta_fit'], '+.4f')} |")
     else:
@@ -642,9 +690,22 @@ def write_report(result, source, path):
         f.write("\n".join(lines))
 
 
+# fit.json's names before core_score, when every metric was a loss: a reader of an older fit.json still finds
+# them for the bpb metrics, where they mean exactly what they did. They are left out for a higher-is-better
+# metric, where "min" would be the wrong word and the value is not a bpb.
+LEGACY_FIT_KEYS = {"min_observed": "best_observed", "min_observed_dir": "best_observed_dir",
+                   "bpb_opt": "metric_opt"}
+LEGACY_COMPARISON_KEYS = {"dense_min": "dense_best", "l3_min": "l3_best", "delta_min": "delta_best"}
+
+
 def write_json(result, source, path):
     out = {k: v for k, v in result.items() if k != "used"}
     out["source"] = source
+    if not out["higher_is_better"]:
+        out["fits"] = {arm: [dict(f, **{old: f[new] for old, new in LEGACY_FIT_KEYS.items()}) for f in fits]
+                       for arm, fits in out["fits"].items()}
+        out["comparison"] = [dict(r, **{old: r[new] for old, new in LEGACY_COMPARISON_KEYS.items()})
+                             for r in out["comparison"]]
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
@@ -657,14 +718,19 @@ def main(argv=None):
         description="Scaling-law analysis of a collected l3lab sweep (docs/scaling.md).")
     parser.add_argument("input", help="sweep directory, results.csv or results.h5")
     parser.add_argument("--out", help="output directory (default: <sweep_dir>/analysis)")
-    parser.add_argument("--metric", default="final_val_bpb", choices=("final_val_bpb", "min_val_bpb"),
-                        help="the loss each cell contributes (default: final_val_bpb)")
+    parser.add_argument("--metric", default="final_val_bpb", choices=METRICS,
+                        help="what each cell contributes: final_val_bpb or min_val_bpb (validation bpb, lower "
+                             "is better) or core_score (the DCLM CORE metric, higher is better: the isoFLOP "
+                             "optimum is a maximum; cells without CORE are left out) (default: final_val_bpb)")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="keep only cells whose column KEY equals VALUE (repeatable)")
     args = parser.parse_args(argv)
     try:
         source, sweep_dir = resolve_input(args.input)
         cells, swept = load_cells(source)
+        if args.metric not in cells[0]:
+            raise InputError(f"{source}: no {args.metric} column (collected by an older l3lab; rerun "
+                             f"`l3lab sweep collect SWEEP.yaml`)")
         cells = apply_filters(cells, args.where, source)
         result = analyse(cells, swept, args.metric)
         out = args.out or os.path.join(sweep_dir, "analysis")
@@ -694,7 +760,8 @@ def main(argv=None):
     for r in result["comparison"]:
         spread = (f"; per seed {r['delta_mean']:+.4f} ± {r['delta_std']:.4f} over {len(r['seeds'])} seeds"
                   if r["delta_std"] is not None else "")
-        print(f"  {r['arm']} − dense at C = {r['budget']:.3g}: {r['delta_min']:+.4f} (best cells{spread})")
+        print(f"  {r['arm']} − dense at C = {r['budget']:.3g}: {r['delta_best']:+.4f} (best cells{spread}; "
+              f"{l3_better_side(args.metric)}: L3 better)")
     for v in result["verdict"]:
         print(f"  {v}")
     for w in result["warnings"]:

@@ -9,6 +9,9 @@ and at a fixed compute C = K·N·D (K FLOPs per parameter per token) its minimum
 so the fitted exponents must come out as a = beta/(alpha+beta) and b = alpha/(alpha+beta). The grid is the
 shipped sweeps/scaling_laws.yaml one (budgets 1e18..1e19, the N of depths 8..20), so the quadratic's
 approximation error is the one a real sweep has.
+
+The same cells carry a core_score (the DCLM CORE metric, higher is better) that is an exact inverted parabola
+in log10 N per budget, its maximum at the law's N*(C), for the --metric core_score tests.
 """
 import csv
 import json
@@ -37,11 +40,13 @@ TRUE_A = BETA / (ALPHA + BETA)
 TRUE_B = ALPHA / (ALPHA + BETA)
 EXPONENT_TOLERANCE = 0.01    # measured error on this grid: 0.0005 (a = 0.4521 vs 0.4516)
 N_OPT_TOLERANCE = 0.03       # relative, per budget; measured: at most 1.1%
+CORE_CURVATURE = 0.05        # core_score falls by this at one decade of N from the optimum
+L3_CORE_OFFSET = 0.01        # the L3 arm's core_score: 0.01 higher everywhere (better, as its bpb is)
 
 COLUMNS = ["index", "id", "dir", "state", "horizon.target_flops", "model.depth", "l3_at_fraction", "seed",
            "depth", "n_l3_layers", "target_flops", "target_param_data_ratio", "params_total", "params_scaling",
            "params_l3", "flops_per_token", "num_iterations", "total_batch_size", "tokens", "total_flops",
-           "final_val_bpb", "min_val_bpb", "wall_time_s", "step", "last_error"]
+           "final_val_bpb", "min_val_bpb", "core_score", "wall_time_s", "step", "last_error"]
 
 
 def loss(n, d, l3):
@@ -51,6 +56,15 @@ def loss(n, d, l3):
 def true_n_opt(c):
     g = (ALPHA * A / (BETA * B)) ** (1 / (ALPHA + BETA))
     return g * (c / K) ** TRUE_A
+
+
+def core_peak(c, l3):
+    return 0.1 + 0.04 * math.log10(c / 1e18) + (L3_CORE_OFFSET if l3 else 0.0)
+
+
+def core(n, c, l3):
+    """An inverted parabola in log10 N at each budget, its maximum core_peak at true_n_opt(c)."""
+    return core_peak(c, l3) - CORE_CURVATURE * (math.log10(n) - math.log10(true_n_opt(c))) ** 2
 
 
 def make_rows():
@@ -75,6 +89,7 @@ def make_rows():
             "params_scaling": int(n), "params_l3": int(n) if l3 else 0, "flops_per_token": fpt,
             "num_iterations": iters, "total_batch_size": batch, "tokens": tokens, "total_flops": fpt * tokens,
             "final_val_bpb": value if bpb else "", "min_val_bpb": value - 0.001 if bpb else "",
+            "core_score": core(n, budget, l3) if bpb else "",
             "wall_time_s": 100.0 if bpb else "", "step": iters if bpb else 0, "last_error": error,
         })
 
@@ -190,10 +205,26 @@ class SyntheticSweep(unittest.TestCase):
         rows = {r["budget"]: r for r in self.fit["comparison"] if r["arm"] == "l3"}
         self.assertEqual(sorted(rows), sorted([OFF_GRID_BUDGET] + BUDGETS))
         for c in BUDGETS:
-            self.assertAlmostEqual(rows[c]["delta_min"], L3_OFFSET, delta=1e-9)
+            self.assertAlmostEqual(rows[c]["delta_best"], L3_OFFSET, delta=1e-9)
             self.assertAlmostEqual(rows[c]["delta_fit"], L3_OFFSET, delta=1e-6)
-        self.assertAlmostEqual(rows[OFF_GRID_BUDGET]["delta_min"], L3_OFFSET, delta=1e-9)
+        self.assertAlmostEqual(rows[OFF_GRID_BUDGET]["delta_best"], L3_OFFSET, delta=1e-9)
         self.assertIsNone(rows[OFF_GRID_BUDGET]["delta_fit"])
+        with open(os.path.join(self.analysis, "report.md")) as f:
+            report = f.read()
+        self.assertIn("(below 0: L3 is better at the same compute)", report)
+        self.assertIn("N* at its minimum", report)
+        self.assertIn("| dense fitted min | L3 fitted min |", report)
+        self.assertIn("below 0: L3 better", self.out)
+
+    def test_fit_json_keeps_the_names_it_had_before_core_score(self):
+        self.assertFalse(self.fit["higher_is_better"])
+        for f in self.fit["fits"]["dense"]:
+            self.assertEqual(f["min_observed"], f["best_observed"])
+            self.assertEqual(f["min_observed_dir"], f["best_observed_dir"])
+            self.assertEqual(f["bpb_opt"], f["metric_opt"])
+        for r in self.fit["comparison"]:
+            self.assertEqual((r["dense_min"], r["l3_min"], r["delta_min"]),
+                             (r["dense_best"], r["l3_best"], r["delta_best"]))
 
     def test_h5_input_gives_the_same_fit(self):
         try:
@@ -213,16 +244,104 @@ class SyntheticSweep(unittest.TestCase):
                                    delta=1e-12)
 
 
+class CoreSweep(unittest.TestCase):
+    """The same sweep fitted on core_score: higher is better, so N* is the parabola's maximum and L3 wins above 0."""
+    BLANKED = (1.0e19, 20, False)   # a completed cell with a bpb but no CORE (budget, depth, l3)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="l3lab-fit-core-")
+        cls.rows = make_rows()
+        budget, depth, l3 = cls.BLANKED
+        blanked = [r for r in cls.rows if r["target_flops"] == budget and r["depth"] == depth
+                   and (r["n_l3_layers"] > 0) == l3 and r["state"] == "completed"]
+        assert len(blanked) == 1
+        blanked[0]["core_score"] = ""
+        path = os.path.join(cls.tmp, "results.csv")
+        write_csv(path, cls.rows)
+        cls.analysis = os.path.join(cls.tmp, "core-analysis")
+        cls.rc, cls.out, cls.err = run_fit(path, "--metric", "core_score", "--out", cls.analysis)
+        with open(os.path.join(cls.analysis, "fit.json")) as f:
+            cls.fit = json.load(f)
+        with open(os.path.join(cls.analysis, "report.md")) as f:
+            cls.report = f.read()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_runs_and_writes_every_output(self):
+        self.assertEqual(self.rc, 0, self.err)
+        for name in ("isoflop.png", "optimal.png", "l3_vs_dense.png"):
+            self.assertGreater(os.path.getsize(os.path.join(self.analysis, name)), 10000, name)
+        self.assertEqual(self.fit["metric"], "core_score")
+        self.assertTrue(self.fit["higher_is_better"])
+
+    def test_n_opt_at_the_maximum(self):
+        for arm, l3 in (("dense", False), ("l3", True)):
+            fits = {f["budget"]: f for f in self.fit["fits"][arm]}
+            for c in BUDGETS:
+                f = fits[c]
+                self.assertTrue(f["ok"], f["problem"])
+                # the metric itself is fitted: its coefficients, a < 0, and the value at the vertex
+                self.assertAlmostEqual(f["coeffs"][0], -CORE_CURVATURE, delta=1e-9)
+                self.assertAlmostEqual(f["n_opt"] / true_n_opt(c), 1.0, delta=1e-6, msg=(arm, c))
+                self.assertAlmostEqual(f["metric_opt"], core_peak(c, l3), delta=1e-9)
+                cores = [r["core_score"] for r in self.rows if r["target_flops"] == c
+                         and (r["n_l3_layers"] > 0) == l3 and r["state"] == "completed" and r["core_score"] != ""]
+                self.assertAlmostEqual(f["best_observed"], max(cores), delta=1e-12)
+                self.assertLess(f["best_observed"], f["metric_opt"])
+            law = self.fit["laws"][arm]
+            self.assertAlmostEqual(law["n"]["exponent"], TRUE_A, delta=1e-6)
+
+    def test_out_of_range_maximum_is_refused(self):
+        for arm in ("dense", "l3"):
+            f = next(f for f in self.fit["fits"][arm] if f["budget"] == OFF_GRID_BUDGET)
+            self.assertFalse(f["ok"])
+            self.assertIn("maximum at N = ", f["problem"])
+            self.assertIn("outside the sampled range", f["problem"])
+
+    def test_cells_without_core_are_excluded_with_the_reason(self):
+        excluded = {k: len(v) for k, v in self.fit["excluded"].items()}
+        self.assertEqual(excluded, {"state failed": 1, "state pending": 1, "completed but missing core_score": 2})
+        self.assertEqual(self.fit["cells_used"], (len(BUDGETS) + 1) * len(DEPTHS) * 2 - 1)
+        self.assertIn("| excluded: completed but missing core_score | 2 |", self.report)
+        f19 = next(f for f in self.fit["fits"]["dense"] if f["budget"] == 1.0e19)
+        self.assertEqual(f19["cells"], len(DEPTHS) - 1)
+
+    def test_l3_better_is_above_zero(self):
+        rows = {r["budget"]: r for r in self.fit["comparison"] if r["arm"] == "l3"}
+        for c in BUDGETS:
+            self.assertAlmostEqual(rows[c]["delta_best"], L3_CORE_OFFSET, delta=1e-9)
+            self.assertAlmostEqual(rows[c]["delta_fit"], L3_CORE_OFFSET, delta=1e-9)
+            self.assertAlmostEqual(rows[c]["delta_mean"], L3_CORE_OFFSET, delta=1e-9)
+            self.assertGreater(rows[c]["l3_best"], rows[c]["dense_best"])
+        self.assertIn("(above 0: L3 is better at the same compute)", self.report)
+        self.assertIn("the highest `core_score`", self.report)
+        self.assertNotIn("below 0", self.report)
+        self.assertIn("N* at its maximum", self.report)
+        self.assertIn("| dense fitted max | L3 fitted max |", self.report)
+        self.assertIn("above 0: L3 better", self.out)
+
+    def test_no_bpb_names_in_fit_json(self):
+        for key in ("min_observed", "min_observed_dir", "bpb_opt"):
+            self.assertNotIn(key, self.fit["fits"]["dense"][0])
+        for key in ("dense_min", "l3_min", "delta_min"):
+            self.assertNotIn(key, self.fit["comparison"][0])
+
+
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(FIT))
 import fit as fitlib  # noqa: E402  (the rules below, checked in-process: no plotting needed)
 
 
-def cell(n, bpb, budget=1e18, l3=0, fpt="auto", swept=None, target=None, total=None):
-    return {"params_scaling": n, "final_val_bpb": bpb, "n_l3_layers": l3, "dir": f"n={n:g}",
-            "flops_per_token": K * n if fpt == "auto" else fpt, "target_flops": budget if target is None else target,
-            "total_flops": budget if total is None else total, "swept": swept or {}, "state": "completed",
-            "index": "0", "raw": {}}
+def cell(n, bpb, budget=1e18, l3=0, fpt="auto", swept=None, target=None, total=None, metric="final_val_bpb"):
+    out = {"params_scaling": n, "n_l3_layers": l3, "dir": f"n={n:g}",
+           "flops_per_token": K * n if fpt == "auto" else fpt, "target_flops": budget if target is None else target,
+           "total_flops": budget if total is None else total, "swept": swept or {}, "state": "completed",
+           "index": "0", "raw": {}}
+    out[metric] = bpb
+    return out
 
 
 class Rules(unittest.TestCase):
@@ -272,7 +391,8 @@ class Rules(unittest.TestCase):
         cells = [cell(n, 4.0 - 0.1 * math.log10(n), budget=b) for b in (1e17, 1e18) for n in (1e7, 1e8, 1e9)]
         result = fitlib.analyse(cells, [], "final_val_bpb")
         self.assertIn("cannot support a scaling-law fit", result["verdict"][0])
-        self.assertIn("no U shape", result["verdict"][0])
+        self.assertIn("no U shape (the fitted parabola opens downwards)", result["verdict"][0])
+        self.assertIn("no budget of any arm has an isoFLOP minimum", result["verdict"][0])
 
     def test_l3_minus_dense_is_the_mean_over_seeds_with_their_spread(self):
         noise = {"1": (0.010, -0.030), "2": (-0.020, 0.000), "3": (0.000, -0.010)}  # seed: (dense, l3)
@@ -298,6 +418,49 @@ class Rules(unittest.TestCase):
         result = fitlib.analyse(cells, [], "final_val_bpb")
         self.assertIsNone(result["comparison"][0]["delta_std"])
         self.assertIn("cannot be told from noise", result["verdict"][-1])
+
+    def test_core_optimum_is_the_maximum_and_a_valley_is_refused(self):
+        f = fitlib.fit_isoflop(1e18, [cell(n, v, metric="core_score") for n, v in ((1e7, 0.1), (1e8, 0.2), (1e9, 0.1))],
+                               "core_score")
+        self.assertTrue(f["ok"], f["problem"])
+        self.assertAlmostEqual(f["n_opt"], 1e8, delta=1)
+        self.assertAlmostEqual(f["metric_opt"], 0.2, delta=1e-12)
+        self.assertEqual((f["best_observed"], f["best_observed_dir"]), (0.2, "n=1e+08"))
+        # the same points as a loss have a maximum, not a minimum: refused, and the reverse for CORE
+        f = fitlib.fit_isoflop(1e18, [cell(n, v) for n, v in ((1e7, 0.1), (1e8, 0.2), (1e9, 0.1))], "final_val_bpb")
+        self.assertFalse(f["ok"])
+        self.assertIn("no U shape", f["problem"])
+        f = fitlib.fit_isoflop(1e18, [cell(n, v, metric="core_score") for n, v in ((1e7, 0.2), (1e8, 0.1), (1e9, 0.2))],
+                               "core_score")
+        self.assertFalse(f["ok"])
+        self.assertIn(">= 0: the points have no maximum (no ∩ shape)", f["problem"])
+        self.assertEqual(f["best_observed"], 0.2)
+
+    def test_a_core_sweep_without_a_maximum_says_so(self):
+        # CORE only rises with N at every budget
+        cells = [cell(n, 0.1 * math.log10(n) - 0.6, budget=b, metric="core_score")
+                 for b in (1e17, 1e18) for n in (1e7, 1e8, 1e9)]
+        result = fitlib.analyse(cells, [], "core_score")
+        self.assertIn("cannot support a scaling-law fit", result["verdict"][0])
+        self.assertIn("no budget of any arm has an isoFLOP maximum", result["verdict"][0])
+        self.assertIn("no ∩ shape (the fitted parabola opens upwards)", result["verdict"][0])
+        self.assertNotIn("U shape", result["verdict"][0])
+
+    def test_core_seed_deltas_take_the_highest_cell_per_seed(self):
+        dense = [cell(n, v, metric="core_score", swept={"seed": s})
+                 for s, n, v in (("1", 1e7, 0.10), ("1", 1e8, 0.15), ("2", 1e7, 0.12), ("2", 1e8, 0.11))]
+        l3 = [cell(n, v, l3=1, metric="core_score", swept={"seed": s})
+              for s, n, v in (("1", 1e7, 0.18), ("1", 1e8, 0.16), ("2", 1e7, 0.10), ("2", 1e8, 0.13))]
+        out = fitlib.seed_deltas(dense, l3, "core_score")
+        self.assertEqual(out["seeds"], ["1", "2"])
+        for got, want in zip(out["delta_by_seed"], (0.18 - 0.15, 0.13 - 0.12)):
+            self.assertAlmostEqual(got, want, delta=1e-12)   # > 0: L3 better
+
+    def test_no_core_anywhere_is_an_input_error_that_says_how_to_get_it(self):
+        cells = [cell(n, None, metric="core_score") for n in (1e7, 1e8, 1e9)]
+        with self.assertRaisesRegex(fitlib.InputError, r"no completed cell with a core_score to fit \(3 cells: "
+                                                       r"3 completed but missing core_score\).*eval.core_every > 0"):
+            fitlib.analyse(cells, [], "core_score")
 
     def test_where_selects_cells(self):
         cells = [dict(cell(1e8, 3.0), raw={"optim.lr": lr}) for lr in ("0.01", "0.02", "1e-2")]
@@ -342,6 +505,20 @@ class BadInput(unittest.TestCase):
         path = os.path.join(self.tmp, "results.csv")
         write_csv(path, rows)
         self.expect_error([path], "no completed cell with a final_val_bpb")
+
+    def test_no_cell_with_core(self):
+        rows = make_rows()
+        for row in rows:
+            row["core_score"] = ""
+        path = os.path.join(self.tmp, "results.csv")
+        write_csv(path, rows)
+        self.expect_error([path, "--metric", "core_score"], "no completed cell with a core_score to fit",
+                          "completed but missing core_score", "eval.core_every > 0", "docs/training.md")
+
+    def test_no_core_score_column(self):
+        path = os.path.join(self.tmp, "results.csv")
+        write_csv(path, make_rows(), [c for c in COLUMNS if c != "core_score"])
+        self.expect_error([path, "--metric", "core_score"], "results.csv: no core_score column", "sweep collect")
 
     def test_not_a_number(self):
         rows = make_rows()
