@@ -160,23 +160,43 @@ TEST(NanochatCheckpoint, CoreDuringTrainingOnTheReferencesSchedule) {
     EXPECT_TRUE(json::parse(test::slurp(s.dir.path() / "run-no-core" / "summary.json"))["core_metric"].is_null());
 }
 
-TEST(NanochatCheckpoint, AnOrderedDictAndAnotherModelAreRefusedWithExitTwo) {
+// nanochat's own files hold model.state_dict(), an OrderedDict (with its _metadata), which libtorch's
+// unpickler reads as None: torch's Python package re-saves it as a plain dict, and the run continues with the
+// reference's bpb. Without that Python: exit 2, saying why and how to re-save it by hand.
+TEST(NanochatCheckpoint, AnOrderedDictLoadsThroughTorchAndAnotherModelIsRefusedWithExitTwo) {
     L3LAB_REQUIRE_PARQUET();
     Workspace s;
     const fs::path fixture = kFixtures / "nanochat_checkpoint";
     fs::create_directories(s.dir.path() / "ordered");
     fs::copy(fixture / "meta_000010.json", s.dir.path() / "ordered" / "meta_000010.json");
     s.python("sd = torch.load('" + (fixture / "model_000010.pt").string() + "')\n"
-             "torch.save(collections.OrderedDict(sd), d + '/ordered/model_000010.pt')\n");
-    // The executable itself: the trainer's message goes to the process's stderr.
+             "o = collections.OrderedDict(sd)\n"
+             "o._metadata = collections.OrderedDict({'': {'version': 1}})\n"
+             "torch.save(o, d + '/ordered/model_000010.pt')\n");
+    const double reference_bpb = json::parse(test::slurp(fixture / "meta_000010.json"))["val_bpb"];
+    const fs::path tmp = s.dir.path() / "tmp";  // where the plain-dict copy is made, and removed
+    fs::create_directories(tmp);
+    const char* old_tmpdir = std::getenv("TMPDIR");
+    const std::string saved = old_tmpdir ? old_tmpdir : "";
+    setenv("TMPDIR", tmp.c_str(), 1);
+    EXPECT_NEAR(s.first_bpb((s.dir.path() / "ordered").string(), "ordered"), reference_bpb, 1e-5 * reference_bpb);
+    if (old_tmpdir) setenv("TMPDIR", saved.c_str(), 1);
+    else unsetenv("TMPDIR");
+    EXPECT_TRUE(fs::is_empty(tmp)) << "the temporary copy is removed";
+    size_t files = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(s.dir.path() / "ordered")) ++files;
+    EXPECT_EQ(files, 2u) << "the checkpoint directory is only read";
+
+    // The executable itself, without torch's Python: the trainer's message goes to the process's stderr.
     const std::string log = (s.dir.path() / "ordered.log").string();
     EXPECT_EQ(test::wait_exit(test::spawn_l3lab({"train", s.experiment, "horizon.num_iterations=1", "--init-from",
                                                  (s.dir.path() / "ordered").string(), "--run-dir",
-                                                 (s.dir.path() / "run-ordered").string()},
-                                                log)),
+                                                 (s.dir.path() / "run-ordered-no-python").string()},
+                                                log, [] { setenv("L3LAB_PYTHON", "/nonexistent/python", 1); })),
               2);
     EXPECT_NE(test::slurp(log).find("holds a collections.OrderedDict (as torch.save(model.state_dict()) writes), which "
-                                    "libtorch's unpickler (torch::jit::pickle_load, torch 2.11) reads as None"),
+                                    "libtorch's unpickler (torch::jit::pickle_load, torch 2.11) reads as None, and no "
+                                    "Python with torch at /nonexistent/python (set L3LAB_PYTHON)"),
               std::string::npos)
         << test::slurp(log);
     auto r = test::run_cli({"train", s.experiment, "--init-from", (s.dir.path() / "nowhere").string()});

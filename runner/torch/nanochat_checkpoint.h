@@ -18,8 +18,10 @@ namespace l3lab::nanochat {
 void write_state_dict(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 // Reads a torch.save'd state_dict (dict or OrderedDict of tensors): names with the "_orig_mod." prefix of
-// a torch.compile'd model stripped, as nanochat's build_model does. Throws std::runtime_error naming the
-// file when it is not such a file.
+// a torch.compile'd model stripped, as nanochat's build_model does. An OrderedDict, which libtorch's
+// unpickler cannot read, is re-saved as a plain dict in a temporary file by the torch wheel's Python
+// ($L3LAB_PYTHON, else the bootstrap's .venv). Throws std::runtime_error naming the file when it is not
+// such a file, or is an OrderedDict and that Python cannot re-save it.
 std::vector<std::pair<std::string, at::Tensor>> read_state_dict(const std::string& path);
 
 }  // namespace l3lab::nanochat
