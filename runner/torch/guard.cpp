@@ -2,7 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 
@@ -10,11 +15,40 @@
 
 namespace l3lab::train {
 
+namespace {
+
+// Whether every value of a contiguous float32 CPU tensor is finite: an exponent of all ones is an inf or a
+// NaN. One read of the tensor, integer compares the compiler vectorises; ATen's inf-norm reduction on the
+// CPU is its scalar fallback (perf: 6.7% of a tiny model's step, for the three 8,192-row tables).
+bool all_finite_cpu(const at::Tensor& t) {
+    const uint32_t* bits = reinterpret_cast<const uint32_t*>(t.const_data_ptr<float>());
+    std::atomic<bool> bad{false};
+    at::parallel_for(0, t.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+        for (int64_t block = begin; block < end && !bad; block += 1 << 20) {
+            const int64_t stop = std::min(end, block + (int64_t{1} << 20));
+            uint32_t count = 0;
+            for (int64_t i = block; i < stop; ++i) count += (bits[i] & 0x7f800000u) == 0x7f800000u;
+            if (count) bad = true;
+        }
+    });
+    return !bad;
+}
+
+bool cpu_float32(const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); }
+
+}  // namespace
+
 StepProbe probe_step(const at::Tensor& loss, const std::vector<optim::ParamGroup>& groups) {
     std::vector<at::Tensor> grads;
     for (const auto& group : groups)
         for (const auto& named : group.params)
             if (named.second.grad().defined()) grads.push_back(named.second.grad());
+    if (std::all_of(grads.begin(), grads.end(), cpu_float32)) {  // the CPU: no device to sync with
+        StepProbe probe;
+        probe.loss = loss.detach().to(at::kFloat).item<float>();
+        probe.finite = std::isfinite(probe.loss) && std::all_of(grads.begin(), grads.end(), all_finite_cpu);
+        return probe;
+    }
     std::vector<at::Tensor> parts{loss.detach().reshape({1}).to(at::kFloat)};
     if (!grads.empty()) {
         // max |g| of each tensor, fused on CUDA: NaN propagates through max and inf stays inf, and unlike a
