@@ -13,15 +13,16 @@
 namespace {
 
 // A training step allocates and frees the same large tensors every step (the logits alone are batch x T x
-// vocabulary floats: 8 MB for the tiny benchmark model). glibc serves blocks above its mmap threshold with
-// mmap and unmaps them at free, so every step page-faulted them in again: perf put 28% of a tiny-model
-// step in the kernel (page faults, unmapping). Keeping freed memory in the heap for reuse (glibc's largest
-// mmap threshold, a trim threshold of 1 GiB) made that step 1.6x faster (docs/benchmarks.md). The cost:
-// up to 1 GiB of freed memory stays with the process. The user's own MALLOC_*_ settings win.
+// vocabulary floats: 8 MB for the tiny benchmark model, 64 MB for the quickstart). glibc serves blocks
+// above its mmap threshold with mmap and unmaps them at free, so every step page-faulted them in again:
+// perf put 28% of a tiny-model step in the kernel (page faults, unmapping). Keeping freed memory in the
+// heap for reuse (no mmap at all: glibc's threshold cannot exceed 32 MiB, below the quickstart's logits;
+// a trim threshold of 1 GiB) made steps 1.6x (tiny) and 1.25x (quickstart) faster (docs/benchmarks.md).
+// The cost: up to 1 GiB of freed memory stays with the process. The user's own MALLOC_*_ settings win.
 void keep_freed_memory_for_reuse() {
-    if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_") || std::getenv("MALLOC_TOP_PAD_"))
-        return;
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    for (const char* name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+        if (std::getenv(name)) return;
+    mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     mallopt(M_TOP_PAD, 256 << 20);
 }
