@@ -254,3 +254,41 @@ TEST_F(Train, DeviceCudaWithoutAGpuExitsTwoBeforeAnyRunDirectory) {
     }
     EXPECT_FALSE(fs::exists(run_dir("cuda")));
 }
+
+// precision: bf16 on the CPU (docs/training.md): matmuls under bfloat16 autocast, weights and optimizer
+// state float32. It trains close to float32 but not bit for bit (the autocast is really on), and evaluates the
+// checkpoint as it was trained. A CPU without AVX512-BF16/AMX is refused before any run
+// directory (a fake cpuinfo stands for one here).
+TEST_F(Train, Bf16OnTheCpuTrainsCloseToFloat32AndIsRefusedWithoutTheInstructions) {
+    // the refusal first: it needs no bf16 hardware
+    const fs::path fake = dir->path() / "cpuinfo-without-bf16";
+    std::ofstream(fake) << "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\n";
+    setenv("L3LAB_CPUINFO", fake.c_str(), 1);
+    auto r = test::run_cli({"train", experiment, "precision=bf16", "--run-dir", run_dir("bf16-refused")});
+    unsetenv("L3LAB_CPUINFO");
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("precision: bf16 on the CPU needs AVX512-BF16 or AMX (cpuinfo flags avx512_bf16, amx_bf16), and "
+                         "this CPU has neither"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(run_dir("bf16-refused")));
+
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    const std::string flags((std::istreambuf_iterator<char>(cpuinfo)), std::istreambuf_iterator<char>());
+    if (flags.find("avx512_bf16") == std::string::npos && flags.find("amx_bf16") == std::string::npos)
+        GTEST_SKIP() << "this CPU has no bfloat16 instructions: the refusal is all there is to test";
+    ASSERT_EQ(train("bf16", {"precision=bf16"}), 0) << slurp(run_dir("bf16") + ".log");
+    EXPECT_NE(slurp(fs::path(run_dir("bf16")) / "train.log").find("precision: bf16 autocast on the CPU"), std::string::npos);
+    const Series f32 = series(straight()), b16 = series(run_dir("bf16"));
+    ASSERT_EQ(b16.val.size(), f32.val.size());
+    const double a = f32.val.rbegin()->second[0], b = b16.val.rbegin()->second[0];
+    std::printf("[ measured ] final validation bpb: float32 %.6f, bf16 %.6f (%.3f%%)\n", a, b, 100 * (b - a) / a);
+    EXPECT_NE(a, b) << "bf16 gave float32's numbers: the autocast is not on";
+    EXPECT_LT(std::fabs(b - a) / a, 0.02);
+    EXPECT_NE(f32.train, b16.train);
+
+    // the checkpoint evaluates as it was trained (bf16), to the logged number
+    r = test::run_cli({"eval", run_dir("bf16"), "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NEAR(json::parse(r.out)["bpb"].get<double>(), b, 1e-4 * b);
+}

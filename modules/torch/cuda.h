@@ -62,17 +62,19 @@ using AdamWStepScalars = cuda_kernels::AdamWScalars;
 void adamw_step_cuda(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                      const AdamWStepScalars& scalars);
 
-// bfloat16 autocast on CUDA for the lifetime of the object (torch.amp.autocast(device_type="cuda",
-// dtype=torch.bfloat16), as the reference's base_train wraps its forward passes); does nothing when
-// `enable` is false or CUDA autocast is already on.
-class CudaAutocast {
+// bfloat16 autocast on `device` (CUDA or CPU) for the lifetime of the object (torch.amp.autocast(
+// device_type=..., dtype=torch.bfloat16), as the reference's base_train wraps its forward passes on CUDA;
+// on the CPU only with `precision: bf16`, docs/training.md); does nothing when `enable` is false or that
+// device's autocast is already on.
+class Bf16Autocast {
 public:
-    explicit CudaAutocast(bool enable);
-    ~CudaAutocast();
-    CudaAutocast(const CudaAutocast&) = delete;
-    CudaAutocast& operator=(const CudaAutocast&) = delete;
+    Bf16Autocast(c10::DeviceType device, bool enable);
+    ~Bf16Autocast();
+    Bf16Autocast(const Bf16Autocast&) = delete;
+    Bf16Autocast& operator=(const Bf16Autocast&) = delete;
 
 private:
+    c10::DeviceType device_;
     bool active_ = false;
     int previous_dtype_ = 0;
 };

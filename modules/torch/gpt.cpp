@@ -182,7 +182,14 @@ at::Tensor L3LayerImpl::forward(const at::Tensor& x, const at::Tensor& token_ids
     TORCH_CHECK(bounds.numel() >= 2, "L3 layer used before its bounds were set (set_bounds or load weights)");
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     at::Tensor q = rms_norm(x).reshape({B * T, C});
-    at::Tensor a = l3_segment_attention(q, keys(), values(), token_ids.reshape({B * T}), bounds, max_rows);
+    at::Tensor a;
+    {
+        // Under the CPU's bfloat16 autocast (precision: bf16) the segment kernel's small matmuls would come
+        // back in bfloat16 into its float32 buffers: the lookup stays in float32 there, as its tables are.
+        std::optional<c10::impl::ExcludeDispatchKeyGuard> float32_lookup;
+        if (!x.is_cuda()) float32_lookup.emplace(c10::DispatchKey::AutocastCPU);
+        a = l3_segment_attention(q, keys(), values(), token_ids.reshape({B * T}), bounds, max_rows);
+    }
     at::Tensor up = rms_norm(w_up(a.view({B, T, -1})));
     return w_mix(at::cat({up, x}, -1));
 }
@@ -300,12 +307,12 @@ at::Tensor GPTImpl::logits_from(const at::Tensor& h) {
 }
 
 at::Tensor GPTImpl::forward(const at::Tensor& idx) {
-    const CudaAutocast autocast(idx.is_cuda());
+    const Bf16Autocast autocast(idx.device().type(), idx.is_cuda() || cpu_bf16_);
     return logits_from(hidden(idx));
 }
 
 at::Tensor GPTImpl::forward_cached(const at::Tensor& idx, KVCache& cache) {
-    const CudaAutocast autocast(idx.is_cuda());
+    const Bf16Autocast autocast(idx.device().type(), idx.is_cuda() || cpu_bf16_);
     at::Tensor logits = logits_from(hidden(idx, &cache));
     cache.pos += idx.size(1);
     return logits;
@@ -326,7 +333,7 @@ at::Tensor GPTImpl::loss(const at::Tensor& idx, const at::Tensor& targets, LossR
     if (idx.is_cuda() && cuda_kernels_built() && options.softcap > 0) {
         // bfloat16 lm_head output straight into the fused soft-cap + cross-entropy kernel: the same float32
         // arithmetic as logits_from() + cross_entropy, without the [B*T, V] float32 tensors.
-        const CudaAutocast autocast(true);
+        const Bf16Autocast autocast(c10::DeviceType::CUDA, true);
         at::Tensor logits = lm_head(hidden(idx));
         at::Tensor flat_targets = targets.reshape({-1});
         at::Tensor losses = softcap_cross_entropy_cuda(logits.view({-1, logits.size(-1)}), flat_targets,

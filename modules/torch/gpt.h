@@ -102,7 +102,8 @@ struct GPTImpl : torch::nn::Module {
     explicit GPTImpl(const GPTOptions& options);
 
     // idx [B, T] int64 -> logits [B, T, V] float32 (cropped to the real vocabulary, soft-capped).
-    // On CUDA every forward runs under bfloat16 autocast, as the reference's base_train (docs/cuda.md).
+    // On CUDA every forward runs under bfloat16 autocast, as the reference's base_train (docs/cuda.md); on
+    // the CPU only after set_cpu_bf16(true) (`precision: bf16`), else in float32 as the reference.
     at::Tensor forward(const at::Tensor& idx);
     // Incremental decoding: logits [B, t, V] for `idx` [B, t] continuing the tokens already in `cache`
     // (same result as forward() over the whole sequence). new_cache() sizes a cache for `capacity` tokens.
@@ -115,6 +116,8 @@ struct GPTImpl : torch::nn::Module {
     void init_weights();
     // Embedding tables (wte, value embeddings, L3 tables) in bfloat16, as the reference does on CUDA.
     void cast_embeddings_to_bf16();
+    // bfloat16 autocast on the CPU too (matmuls in bfloat16, weights and everything else float32).
+    void set_cpu_bf16(bool on) { cpu_bf16_ = on; }
     // Every parameter with its reference name and optimizer role, in named_parameters() order.
     std::vector<std::pair<std::string, Role>> parameter_roles() const;
 
@@ -131,6 +134,7 @@ private:
     at::Tensor logits_from(const at::Tensor& hidden);
     void build_rotary(const at::Device& device);
     std::vector<int64_t> windows_;
+    bool cpu_bf16_ = false;
 };
 TORCH_MODULE(GPT);
 

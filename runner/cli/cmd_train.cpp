@@ -16,6 +16,7 @@
 #include "runner/config/experiment.h"
 #include "runner/config/schema.h"
 #include "runner/data/core_tasks.h"
+#include "runner/util/cpu_features.h"
 #include "runner/data/errors.h"
 #include "runner/data/shard_set.h"
 #include "runner/data/tokenizer.h"
@@ -253,6 +254,14 @@ std::optional<std::string> unfinished_run(const config::Experiment& e, const std
     return candidates.back();
 }
 
+// `precision: bf16` on the CPU needs bfloat16 matrix instructions; without them oneDNN would emulate
+// bfloat16 far slower than float32.
+void check_precision(const config::Experiment& e) {
+    if (e.precision != "bf16" || e.device != "cpu") return;
+    if (const std::string problem = util::cpu_bf16_problem(); !problem.empty())
+        throw config::ConfigException({{e.where("precision"), "precision", problem}});
+}
+
 // Joins the launch (one process: nothing distributed) and runs, on every rank together, the checks that
 // exit 2 before any run directory exists: the plan for this world size, `more` with it, the data.
 dist::Launch join_and_check(const config::Experiment& e, const std::string& resolved,
@@ -261,6 +270,7 @@ dist::Launch join_and_check(const config::Experiment& e, const std::string& reso
     launch.agree([&] {
         const plan::Plan p = plan::make_plan(e, launch.world_size());
         if (more) more(p);
+        check_precision(e);
         check_data(e, launch.world_size());
     });
     return launch;

@@ -133,6 +133,7 @@ Experiment load_experiment(const std::string& path, const std::vector<std::strin
     e.name = get_string(tree, "name");
     e.seed = get_int(tree, "seed");
     e.device = get_string(tree, "device");
+    e.precision = get_string(tree, "precision");
     if (!is_keyword(tree, "device_peak_flops", "auto")) e.device_peak_flops = get_float(tree, "device_peak_flops");
 
     ModelConfig& m = e.model;

@@ -91,6 +91,7 @@ struct Experiment {
     std::string name;
     long long seed = 42;
     std::string device = "auto";
+    std::string precision = "auto";  // "bf16": bfloat16 autocast on the CPU as well
     std::optional<double> device_peak_flops;  // nullopt = look the device up
     ModelConfig model;
     HorizonConfig horizon;

@@ -22,6 +22,10 @@ const Schema& experiment_schema() {
         add({"name", T::String, "\"\"", "run name (part of the run directory); default: the file's stem"});
         add({"seed", T::Int, "42", "random seed for weights and data order", {}, {}, 0, 4294967295.0});
         add({"device", T::Enum, "auto", "where to train", {"auto", "cpu", "cuda"}});
+        add({"precision", T::Enum, "auto",
+             "auto: bfloat16 autocast on CUDA and float32 on the CPU, as the reference; bf16: bfloat16 autocast "
+             "on the CPU too (needs AVX512-BF16 or AMX)",
+             {"auto", "bf16"}});
         add({"device_peak_flops", T::Float, "auto",
              "peak bf16 FLOP/s for MFU; auto = the reference's table by GPU name (0 on a CPU)", {}, {"auto"}, 0, 1e20});
 

@@ -69,6 +69,8 @@ std::string plan_table(const config::Experiment& e, const Plan& p) {
     t.row("micro-batch tokens", util::group_digits(p.tokens_per_micro_batch),
           fmt::format("{} x {} x world {}", e.batch.device_batch_size, m.sequence_len, p.world_size));
     t.row("grad_accum_steps", util::group_digits(p.grad_accum_steps));
+    t.row("precision", e.precision == "bf16" ? "bf16" : "auto",
+          e.precision == "bf16" ? "bfloat16 autocast on CUDA and on the CPU" : "bfloat16 autocast on CUDA, float32 on the CPU");
     t.row("total tokens", util::group_digits(p.total_tokens));
     t.row("tokens : scaling params", fmt::format("{:.2f}", p.tokens_per_scaling_param));
     t.row("total FLOPs", fmt::format("{:e}", p.total_flops));

@@ -92,6 +92,7 @@ Loaded load(const json& request) {
     l3lab::plan::Plan plan = l3lab::plan::make_plan(l.config);
     l.model = l3lab::modules::GPT(plan.model);
     l3lab::modules::load_weights(l.model, (fs::path(checkpoint_dir) / "model.safetensors").string());
+    l.model->set_cpu_bf16(l.config.precision == "bf16");  // evaluated as it was trained
     l.model->to(l.device);  // the CPU: the CUDA path is not built yet (see the trainer)
     return l;
 }

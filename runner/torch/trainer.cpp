@@ -52,6 +52,7 @@
 #include "runner/util/format.h"
 #include "runner/util/progress.h"
 #include "runner/util/stop.h"
+#include "runner/util/cpu_features.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -176,6 +177,10 @@ void resolve_config(Run& run) {
         run.device_name = modules::cuda_device_name(0);
     }
     run.peak_flops = run.config.device_peak_flops.value_or(peak_flops_for(run.device_name));
+    // precision: bf16 on the CPU (device: cpu was checked before the run directory; this is `auto`'s)
+    if (run.config.precision == "bf16" && !run.device.is_cuda())
+        if (const std::string problem = util::cpu_bf16_problem(); !problem.empty())
+            throw config::ConfigException({{run.config.where("precision"), "precision", problem}});
 }
 
 // --- phase 2: data ------------------------------------------------------------------------------
@@ -285,6 +290,12 @@ std::vector<int64_t> l3_bounds(Run& run, const modules::L3LayerOptions& l3) {
 
 void build_model(Run& run) {
     run.model = modules::GPT(run.plan.model);
+    if (run.config.precision == "bf16" && !run.device.is_cuda()) {
+        std::string flags;
+        util::cpu_has_bf16(&flags);
+        run.model->set_cpu_bf16(true);
+        log_line("precision: bf16 autocast on the CPU (" + flags + "): matmuls in bfloat16, weights and optimizer state float32");
+    }
     if (!run.request.init_from.empty()) {
         if (train::nanochat_init_path(run.request.init_from)) {  // nanochat's model_<step>.pt (bf16 or float32)
             try {

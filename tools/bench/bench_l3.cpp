@@ -203,7 +203,7 @@ Measurement measure(const Config& c, const Settings& s, Kernel kernel) {
         in.x.mutable_grad() = at::Tensor();
         const auto t0 = std::chrono::steady_clock::now();
         {
-            const mod::CudaAutocast autocast(s.cuda);
+            const mod::Bf16Autocast autocast(c10::DeviceType::CUDA, s.cuda);
             at::Tensor out = kernel == Kernel::Segment ? in.layer->forward(in.x, in.ids)
                                                        : padded_layer_forward(*in.layer, in.x, in.ids);
             (out.to(at::kFloat) * in.grad_out).sum().backward();

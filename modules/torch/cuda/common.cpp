@@ -8,21 +8,21 @@ namespace l3lab::modules {
 
 int cuda_device_count() { return at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0; }
 
-CudaAutocast::CudaAutocast(bool enable) {
-    if (!enable || at::autocast::is_autocast_enabled(at::kCUDA)) return;
+Bf16Autocast::Bf16Autocast(c10::DeviceType device, bool enable) : device_(device) {
+    if (!enable || at::autocast::is_autocast_enabled(device)) return;
     active_ = true;
-    previous_dtype_ = static_cast<int>(at::autocast::get_autocast_dtype(at::kCUDA));
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    previous_dtype_ = static_cast<int>(at::autocast::get_autocast_dtype(device));
+    at::autocast::set_autocast_dtype(device, at::kBFloat16);
+    at::autocast::set_autocast_enabled(device, true);
     at::autocast::increment_nesting();
 }
 
-CudaAutocast::~CudaAutocast() {
+Bf16Autocast::~Bf16Autocast() {
     if (!active_) return;
     // As torch.amp.autocast's __exit__: the cache of casted weights lives for the outermost region only.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-    at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(previous_dtype_));
+    at::autocast::set_autocast_enabled(device_, false);
+    at::autocast::set_autocast_dtype(device_, static_cast<at::ScalarType>(previous_dtype_));
 }
 
 }  // namespace l3lab::modules
