@@ -83,12 +83,9 @@ CoreResult evaluate_core(modules::GPT& model, const data::Tokenizer& tokenizer, 
         if (world > 1 && share.sum) share.sum(verdicts);  // nanochat's all_reduce(correct, SUM)
         CoreTaskResult r;
         r.label = task.label;
-        at::Tensor correct = at::zeros({static_cast<int64_t>(data.size())}, at::kFloat);
-        for (size_t idx = 0; idx < data.size(); ++idx) {
-            r.correct.push_back(verdicts[idx] > 0.5);
-            correct[static_cast<int64_t>(idx)] = static_cast<float>(verdicts[idx]);
-        }
-        r.accuracy = data.empty() ? 0.0 : static_cast<double>(correct.mean().item<float>());
+        for (const double v : verdicts) r.correct.push_back(v > 0.5);
+        // correct.mean().item(): the float32 mean of the 0/1 verdicts, as the reference takes it
+        r.accuracy = data.empty() ? 0.0 : static_cast<double>(at::tensor(verdicts).to(at::kFloat).mean().item<float>());
         const double baseline = 0.01 * task.random_baseline;
         r.centered = (r.accuracy - baseline) / (1.0 - baseline);
         centered_sum += r.centered;

@@ -1,7 +1,6 @@
 #include "runner/torch/guard.h"
 
 #include <ATen/ATen.h>
-
 #include <ATen/Parallel.h>
 
 #include <algorithm>

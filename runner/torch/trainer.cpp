@@ -462,18 +462,27 @@ std::optional<std::pair<LoopState, data::LoaderState>> load_checkpoint(Run& run)
 
 // --- evaluation and samples ---------------------------------------------------------------------
 
-EvalResult evaluate(Run& run) {
-    const auto& c = run.config;
-    EvalShare share;  // every rank evaluates its share; the totals are summed across ranks
+// This rank's part of an evaluation: with several ranks `sum` adds float64 values across them ("summing
+// <summed>") and `stop` shares the stop flag ("sharing the stop signal (<stop_what>)"), both collectives.
+EvalShare rank_share(Run& run, const std::string& summed, const std::string& stop_what) {
+    EvalShare share;
     share.rank = run.group.rank();
     share.world_size = run.group.world_size();
-    share.row_group_docs = static_cast<int>(c.data_row_group_docs);
     if (run.group.world_size() > 1) {
-        share.sum = [&run](std::vector<double>& totals) { run.group.sum(totals, "summing the validation totals"); };
-        share.stop = [&run] { return run.group.any(util::stop_requested(), "sharing the stop signal (evaluation)"); };
+        share.sum = [&run, summed](std::vector<double>& values) { run.group.sum(values, "summing " + summed); };
+        share.stop = [&run, stop_what] {
+            return run.group.any(util::stop_requested(), "sharing the stop signal (" + stop_what + ")");
+        };
     } else {
         share.stop = [] { return util::stop_requested(); };
     }
+    return share;
+}
+
+EvalResult evaluate(Run& run) {
+    const auto& c = run.config;
+    EvalShare share = rank_share(run, "the validation totals", "evaluation");
+    share.row_group_docs = static_cast<int>(c.data_row_group_docs);
     share.progress = progress_options(run.group);
     return train::evaluate(run.model, run.val_shards, run.tokenizer.get(), c.batch.device_batch_size,
                            c.model.sequence_len, c.eval_tokens, run.device, share);
@@ -485,15 +494,7 @@ CoreResult evaluate_core_in_loop(Run& run) {
     const auto& c = run.config;
     if (run.core_tasks.empty())
         run.core_tasks = data::read_core_bundle(c.core_bundle.empty() ? data::default_core_bundle() : c.core_bundle);
-    EvalShare share;
-    share.rank = run.group.rank();
-    share.world_size = run.group.world_size();
-    if (run.group.world_size() > 1) {
-        share.sum = [&run](std::vector<double>& verdicts) { run.group.sum(verdicts, "summing the CORE verdicts"); };
-        share.stop = [&run] { return run.group.any(util::stop_requested(), "sharing the stop signal (CORE)"); };
-    } else {
-        share.stop = [] { return util::stop_requested(); };
-    }
+    const EvalShare share = rank_share(run, "the CORE verdicts", "CORE");
     CoreProgressBars bars(progress_options(run.group));
     CoreResult result =
         evaluate_core(run.model, *run.tokenizer, run.core_tasks, c.core_max_per_task, run.device, share, std::ref(bars));
