@@ -12,6 +12,14 @@
 #
 #   tools/gpu/check.sh --bundle DIR [--python PY] [--work DIR] [--deadline-min 8] [--steps 12] [--warmup 4]
 #                      [--l3-batch 8] [--dense-batch 32] [--jobs N] [--tests-only] [--force-prefix]
+#                      [--rows d12,d20,d12-l3,d20-l3] [--row-timeout SECONDS]
+#   tools/gpu/check.sh --prebuilt DIR [...]
+#
+# --prebuilt DIR skips steps 1 and 2: it runs the binaries that tools/gpu/pack_prebuilt.sh packed from a
+# CUDA build made on the CPU machine (against the same torch 2.11.0+cu130), with DIR/lib and this Python's
+# torch/lib as their libraries, and the reference from DIR/nanochat-b7629ef.tar. The GPU tests then run
+# from the test binary (--gtest_filter='Cuda*'). That binary and l3lab carry the absolute checkout path of
+# the build (L3LAB_SOURCE_DIR); the GPU tests do not use it.
 #
 # --force-prefix takes every dependency from the bundle even when the machine has it (how the build part
 # is tried on a CPU machine: the GPU tests then skip and the benchmark is left out). Everything goes
@@ -22,13 +30,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUNDLE="" PY="${PYTHON:-python3}" WORK="$ROOT/build-gpu-check" DEADLINE_MIN=8 STEPS=12 WARMUP=4
-L3_BATCH=8 DENSE_BATCH=32 JOBS="$(nproc)" TESTS_ONLY=0 FORCE_PREFIX=0
+ROW_NAMES="d12,d20,d12-l3,d20-l3" ROW_TIMEOUT=0
+L3_BATCH=8 DENSE_BATCH=32 JOBS="$(nproc)" TESTS_ONLY=0 FORCE_PREFIX=0 PREBUILT=""
 while (($#)); do
   case "$1" in
     --bundle) BUNDLE="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
     --deadline-min) DEADLINE_MIN="$2"; shift 2 ;;
+    --rows) ROW_NAMES="$2"; shift 2 ;;
+    --row-timeout) ROW_TIMEOUT="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --l3-batch) L3_BATCH="$2"; shift 2 ;;
@@ -36,16 +47,23 @@ while (($#)); do
     --jobs) JOBS="$2"; shift 2 ;;
     --tests-only) TESTS_ONLY=1; shift ;;
     --force-prefix) FORCE_PREFIX=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --prebuilt) PREBUILT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
 done
-[[ -n "$BUNDLE" && -d "$BUNDLE/debs" ]] || { echo "check.sh: --bundle DIR (made by tools/gpu/prepare.sh) is required" >&2; exit 2; }
-BUNDLE="$(cd "$BUNDLE" && pwd)"
+if [[ -n "$PREBUILT" ]]; then
+  [[ -x "$PREBUILT/build/l3lab" ]] || { echo "check.sh: --prebuilt $PREBUILT has no build/l3lab (tools/gpu/pack_prebuilt.sh makes it)" >&2; exit 2; }
+  BUNDLE="$(cd "$PREBUILT" && pwd)"
+else
+  [[ -n "$BUNDLE" && -d "$BUNDLE/debs" ]] || { echo "check.sh: --bundle DIR (made by tools/gpu/prepare.sh) or --prebuilt DIR is required" >&2; exit 2; }
+  BUNDLE="$(cd "$BUNDLE" && pwd)"
+fi
 mkdir -p "$WORK/logs"
 WORK="$(cd "$WORK" && pwd)"
 BUILD="$WORK/build" PREFIX="$WORK/deps" LOGS="$WORK/logs"
 START=$(date +%s)
+BIN_ENV=()  # what runs l3lab's own binaries (--prebuilt: their library path)
 elapsed() { echo $(( $(date +%s) - START )); }
 phase() { printf '\n== [%4ss] %s\n' "$(elapsed)" "$*"; }
 die() { echo "check.sh: $*" >&2; exit 1; }
@@ -63,6 +81,15 @@ export PATH="$(dirname "$NVCC"):$PATH"
 echo "cmake: $(cmake --version | head -1)"
 GPU_VISIBLE=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
 
+if [[ -n "$PREBUILT" ]]; then
+# --- 1-2. the prebuilt binaries -----------------------------------------------------------------------
+phase "prebuilt binaries from $BUNDLE (no build here)"
+BUILD="$BUNDLE/build"
+TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+# Only the packed binaries get the packed libraries: this Python keeps the machine's own.
+BIN_ENV=(env "LD_LIBRARY_PATH=$BUNDLE/lib:$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+"${BIN_ENV[@]}" "$BUILD/l3lab" --version | sed 's/^/  /' || die "the prebuilt l3lab does not start (ldd $BUILD/l3lab)"
+else
 # --- 1. dependencies from the bundle ----------------------------------------------------------------
 phase "dependencies: the bundle's .deb files the machine lacks, into $PREFIX"
 installed() {  # a package is on the machine (dpkg's database), unless --force-prefix
@@ -111,11 +138,17 @@ cmake --build "$BUILD" -j "$JOBS" --target l3lab l3lab_torch l3lab_torch_tests b
   { tail -40 "$LOGS/build.log"; die "build failed ($LOGS/build.log)"; }
 echo "built in $(( $(date +%s) - build_start )) s with $JOBS jobs"
 "$BUILD/l3lab" --version | sed 's/^/  /'
+fi
 
 # --- 3. GPU tests --------------------------------------------------------------------------------------
 phase "GPU tests (ctest -R '^Cuda')"
 tests_ok=1
-ctest --test-dir "$BUILD" -R '^Cuda' --output-on-failure -V > "$LOGS/tests.log" 2>&1 || tests_ok=0
+if [[ -n "$PREBUILT" ]]; then
+  "${BIN_ENV[@]}" "$BUILD/tests/torch/l3lab_torch_tests" --gtest_filter='Cuda*' > "$LOGS/tests.log" 2>&1 || tests_ok=0
+  grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) +\]" "$LOGS/tests.log" | sed 's/^/  /' || true
+else
+  ctest --test-dir "$BUILD" -R '^Cuda' --output-on-failure -V > "$LOGS/tests.log" 2>&1 || tests_ok=0
+fi
 grep -E "^[0-9]+/[0-9]+ Test|Skipped|tests passed|FAILED|Failed" "$LOGS/tests.log" | sed 's/^/  /' || true
 grep -h "^\S*: Skipped\|GTEST_SKIP\|skipped" "$LOGS/tests.log" | grep -v "^$" | sort -u | head -5 | sed 's/^/  /' || true
 ((tests_ok)) || echo "SOME GPU TESTS FAILED: $LOGS/tests.log"
@@ -137,11 +170,19 @@ if [[ -d /dev/shm ]] && (( $(df -Pk /dev/shm | awk 'NR==2 {print $4}') > 60 * 10
 fi
 mkdir -p "$RUNS"
 DEADLINE=$(( START + DEADLINE_MIN * 60 ))
+LIMIT=()  # --row-timeout: each l3lab or reference run (and the L3 layer benchmark) is stopped after that long
+((ROW_TIMEOUT > 0)) && LIMIT=(timeout --signal=KILL "$ROW_TIMEOUT")
+# The L3 layer alone (tools/bench/bench_l3): segment kernel vs the reference's padded gather at k_max 512.
+phase "one L3 layer: segment kernel vs padded gather (bench_l3 --device cuda)"
+"${BIN_ENV[@]}" "${LIMIT[@]}" "$BUILD/tools/bench/bench_l3" --device cuda --tokens 16384 --seq 2048 --width 768 --reps 5 \
+    --cap-gib 100 2>&1 | tee "$LOGS/bench_l3.txt" | tail -9 || true
+
 T=2048
-# name | experiment | reference --l3-after-layers | batch
-ROWS=("d12|d12|" "d20|d20|" "d12-l3|d12-l3|3,7" "d20-l3|d20-l3|4,15")
-for row in "${ROWS[@]}"; do
-  IFS='|' read -r name exp l3 <<< "$row"
+declare -A L3_AFTER=([d12]="" [d20]="" [d12-l3]="3,7" [d20-l3]="4,15")  # the reference's --l3-after-layers
+IFS=',' read -r -a ROWS <<< "$ROW_NAMES"
+for name in "${ROWS[@]}"; do
+  [[ -v "L3_AFTER[$name]" ]] || die "--rows: unknown row $name (d12, d20, d12-l3, d20-l3)"
+  exp="$name" l3="${L3_AFTER[$name]}"
   B=$DENSE_BATCH; [[ -n "$l3" ]] && B=$L3_BATCH
   if (( $(date +%s) > DEADLINE )); then
     echo "{\"name\": \"$name\", \"skipped\": \"deadline of $DEADLINE_MIN min reached\"}" > "$LOGS/$name.l3lab.json"
@@ -150,17 +191,17 @@ for row in "${ROWS[@]}"; do
   phase "$name: l3lab (batch $B x $T, $STEPS steps)"
   run="$RUNS/$name"
   rm -rf "$run" "$RUNS/out-$name"
-  "$BUILD/l3lab" train "$ROOT/experiments/$exp.yaml" device=cuda model.vocab_size=32768 model.sequence_len=$T \
+  "${BIN_ENV[@]}" "${LIMIT[@]}" "$BUILD/l3lab" train "$ROOT/experiments/$exp.yaml" device=cuda model.vocab_size=32768 model.sequence_len=$T \
       data.tokenizer="$WORK/no-tokenizer" data.train="$DATA" data.val="$DATA" \
       horizon.num_iterations=$STEPS batch.device_batch_size=$B batch.total_batch_size=$((B * T)) \
-      eval.every=-1 eval.tokens=$((B * T)) sample.every=-1 checkpoint.every=-1 checkpoint.keep_last=1 \
+      eval.every=-1 eval.core_every=-1 eval.tokens=$((B * T)) sample.every=-1 checkpoint.every=-1 checkpoint.keep_last=1 \
       output.dir="$RUNS/out-$name" --run-dir "$run" > "$LOGS/$name.l3lab.log" 2>&1 || true
   "$PY" "$ROOT/tools/gpu/table.py" summarize-l3lab --name "$name" --run "$run" --log "$LOGS/$name.l3lab.log" \
       --warmup "$WARMUP" > "$LOGS/$name.l3lab.json"
   cat "$LOGS/$name.l3lab.json"
   ref_args=(--nanochat "$REF" --shards "$DATA" --depth "${exp:1:2}" --device-batch-size "$B" --steps "$STEPS" --warmup "$WARMUP")
   if [[ -n "$l3" ]]; then
-    rows_json="$(ls "$RUNS/out-$name"/.cache/l3-allocation-*.json 2>/dev/null | head -1)"
+    rows_json="$(ls "$RUNS/out-$name"/.cache/l3-allocation-*.json 2>/dev/null | head -1 || true)"
     [[ -n "$rows_json" ]] && ref_args+=(--l3-after-layers "$l3" --l3-rows "$rows_json")
   fi
   if (( $(date +%s) > DEADLINE )); then
@@ -171,21 +212,15 @@ for row in "${ROWS[@]}"; do
   if [[ -n "$l3" && -z "${rows_json:-}" ]]; then
     echo '{"error": "no l3lab allocation to share (the l3lab run failed)"}' > "$LOGS/$name.reference.json"
   else
-    "$PY" "$ROOT/tools/gpu/bench_reference.py" "${ref_args[@]}" > "$LOGS/$name.reference.json" 2> "$LOGS/$name.reference.log" ||
+    "${LIMIT[@]}" "$PY" "$ROOT/tools/gpu/bench_reference.py" "${ref_args[@]}" > "$LOGS/$name.reference.json" 2> "$LOGS/$name.reference.log" ||
       echo "{\"error\": \"exit $? (see $LOGS/$name.reference.log)\"}" >> "$LOGS/$name.reference.json"
   fi
   tail -1 "$LOGS/$name.reference.json"
 done
 
 phase "results"
-"$PY" "$ROOT/tools/gpu/table.py" table --logs "$LOGS" --names d12 d20 d12-l3 d20-l3 | tee "$WORK/results.md"
+"$PY" "$ROOT/tools/gpu/table.py" table --logs "$LOGS" --names "${ROWS[@]}" | tee "$WORK/results.md"
+{ echo; echo '```'; tail -9 "$LOGS/bench_l3.txt"; echo '```'; } >> "$WORK/results.md"
 
-# The L3 layer alone (tools/bench/bench_l3): segment kernel vs the reference's padded gather at k_max 512.
-if (( $(date +%s) < DEADLINE )); then
-  phase "one L3 layer: segment kernel vs padded gather (bench_l3 --device cuda)"
-  "$BUILD/tools/bench/bench_l3" --device cuda --tokens 16384 --seq 2048 --width 768 --reps 5 --cap-gib 100 \
-      2>&1 | tee "$LOGS/bench_l3.txt" | tail -9
-  { echo; echo '```'; tail -9 "$LOGS/bench_l3.txt"; echo '```'; } >> "$WORK/results.md"
-fi
 echo "GPU tests: $( ((tests_ok)) && echo passed || echo FAILED ) | total time $(elapsed) s | raw outputs: $LOGS"
 ((tests_ok)) || exit 1
