@@ -6,6 +6,7 @@
 #include <cmath>
 #include <optional>
 
+#include "modules/torch/cpu.h"
 #include "modules/torch/cuda.h"
 #include "modules/torch/l3_segment.h"
 #include "modules/torch/registry.h"
@@ -330,14 +331,22 @@ KVCache GPTImpl::new_cache(int64_t batch, int64_t capacity) const {
 }
 
 at::Tensor GPTImpl::loss(const at::Tensor& idx, const at::Tensor& targets, LossReduction reduction) {
-    if (idx.is_cuda() && cuda_kernels_built() && options.softcap > 0) {
-        // bfloat16 lm_head output straight into the fused soft-cap + cross-entropy kernel: the same float32
-        // arithmetic as logits_from() + cross_entropy, without the [B*T, V] float32 tensors.
-        const Bf16Autocast autocast(c10::DeviceType::CUDA, true);
-        at::Tensor logits = lm_head(hidden(idx));
+    const bool fused_cuda = idx.is_cuda() && cuda_kernels_built();
+    if (options.softcap > 0 && (fused_cuda || idx.device().is_cpu())) {
+        // The lm_head output straight into the fused soft-cap + cross-entropy kernel (CUDA: bfloat16 in,
+        // CPU: float32): the same float32 arithmetic as logits_from() + cross_entropy, without the
+        // [B*T, V] float32 soft-capped logits, their log-softmax and the backward's intermediates.
+        at::Tensor logits;
+        {
+            const Bf16Autocast autocast(idx.device().type(), idx.is_cuda() || cpu_bf16_);
+            logits = lm_head(hidden(idx));
+        }
+        logits = logits.view({-1, logits.size(-1)});
         at::Tensor flat_targets = targets.reshape({-1});
-        at::Tensor losses = softcap_cross_entropy_cuda(logits.view({-1, logits.size(-1)}), flat_targets,
-                                                       options.vocab_size, options.softcap);
+        at::Tensor losses = fused_cuda ? softcap_cross_entropy_cuda(logits, flat_targets, options.vocab_size,
+                                                                    options.softcap)
+                                       : softcap_cross_entropy_cpu(logits.to(at::kFloat), flat_targets,
+                                                                   options.vocab_size, options.softcap);
         if (reduction == LossReduction::None) return losses;
         return losses.sum() / flat_targets.ne(-1).sum();  // mean over counted targets, as ignore_index=-1
     }

@@ -1,0 +1,26 @@
+// l3lab's fused CPU kernels as differentiable tensor functions (docs/benchmarks.md), the CPU twins of
+// the CUDA ones in modules/torch/cuda.h: the same arguments, the same results up to float32 rounding.
+// Each is compiled for DEFAULT, AVX2 and AVX512 and runs the one ATen itself chose for this CPU
+// (at::get_cpu_capability(), which ATEN_CPU_CAPABILITY can lower).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+
+namespace l3lab::modules {
+
+// The instruction set the fused CPU kernels run with here: "DEFAULT", "AVX2" or "AVX512".
+std::string cpu_kernels_capability();
+
+// Per-row soft-capped cross-entropy of float32 logits [rows, padded_vocab] on the CPU, as
+// softcap_cross_entropy_cuda: the loss of softcap * tanh(logits[:, :vocab] / softcap) against targets
+// [rows] (-1 = ignored, loss 0), float32 [rows]. Differentiable in logits. When a gradient is wanted, the
+// forward pass writes d loss / d logits while the row is in cache (one [rows, padded_vocab] tensor, the
+// only one of that size it makes) and the backward pass scales it in place by the incoming gradient: the
+// backward can run once (no retain_graph).
+at::Tensor softcap_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t vocab,
+                                     double softcap);
+
+}  // namespace l3lab::modules

@@ -1,0 +1,188 @@
+// The fused CPU kernels (modules/torch/cpu.h) against the unfused math in float64, for every instruction
+// set this CPU can run (DEFAULT always; AVX2 and AVX512 where the CPU has them), and through the GPT's
+// loss against the unfused path it replaced.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "modules/torch/cpu.h"
+#include "modules/torch/cpu/kernels.h"
+#include "modules/torch/gpt.h"
+
+using namespace l3lab::modules;
+
+namespace {
+
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+    at::Tensor x = a.detach().to(at::kDouble), y = b.detach().to(at::kDouble);
+    EXPECT_EQ(x.sizes(), y.sizes());
+    const double scale = std::max(y.abs().max().item<double>(), 1e-12);
+    return (x - y).abs().max().item<double>() / scale;
+}
+
+struct Isa {
+    std::string name;
+    cpu_kernels::SoftcapCeRowsFn rows;
+    cpu_kernels::ScaleRowsFn scale;
+};
+
+// The instruction sets this CPU runs: the one ATen picked and every one below it.
+std::vector<Isa> runnable_isas() {
+    std::vector<Isa> isas{{"DEFAULT", cpu_kernels::DEFAULT::softcap_ce_rows, cpu_kernels::DEFAULT::scale_rows}};
+    const std::string top = cpu_kernels_capability();
+    if (top == "AVX2" || top == "AVX512")
+        isas.push_back({"AVX2", cpu_kernels::AVX2::softcap_ce_rows, cpu_kernels::AVX2::scale_rows});
+    if (top == "AVX512")
+        isas.push_back({"AVX512", cpu_kernels::AVX512::softcap_ce_rows, cpu_kernels::AVX512::scale_rows});
+    return isas;
+}
+
+// Logits that exercise the kernel: vocabularies that are not a multiple of any vector width (tails),
+// padding columns, ignored targets, targets at both ends of the vocabulary, rows of equal logits (ties),
+// and logits far beyond the cap (tanh saturates).
+struct Case {
+    at::Tensor logits;   // [rows, padded] float32
+    at::Tensor targets;  // [rows] int64
+    int64_t vocab;
+};
+
+Case make_case(int64_t rows, int64_t padded, int64_t vocab, uint64_t seed) {
+    at::manual_seed(seed);
+    Case c{at::randn({rows, padded}) * 20, at::randint(0, vocab, {rows}, at::kLong), vocab};
+    c.targets[0] = -1;
+    c.targets[1] = 0;
+    c.targets[2] = vocab - 1;
+    c.logits[3].fill_(0.25);                 // all equal: p = 1 / vocab
+    c.logits[4].mul_(1000);                  // saturated: z = +-cap
+    c.logits[5].slice(0, vocab).fill_(1e4);  // huge padding columns must not count
+    return c;
+}
+
+// softcap * tanh(logits[:, :vocab] / softcap) then cross-entropy, in float64 (the reference's math).
+at::Tensor reference_loss(const at::Tensor& logits, const at::Tensor& targets, int64_t vocab, double cap) {
+    at::Tensor z = cap * at::tanh(logits.slice(1, 0, vocab) / cap);
+    return at::cross_entropy_loss(z, targets, {}, at::Reduction::None, -1);
+}
+
+}  // namespace
+
+TEST(CpuKernels, CapabilityIsOneOfTheCompiledInstructionSets) {
+    const std::string c = cpu_kernels_capability();
+    EXPECT_TRUE(c == "DEFAULT" || c == "AVX2" || c == "AVX512") << c;
+}
+
+TEST(CpuKernels, SoftcapCrossEntropyRowsMatchFloat64ForEveryInstructionSet) {
+    const double cap = 15.0;
+    for (const auto& [rows, padded, vocab] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {64, 256, 250}, {16, 37, 37}, {12, 64, 7}, {8, 1024, 1000}}) {
+        const Case c = make_case(rows, padded, vocab, 11 + vocab);
+        at::Tensor x_ref = c.logits.to(at::kDouble).requires_grad_(true);
+        at::Tensor loss_ref = reference_loss(x_ref, c.targets, vocab, cap);
+        loss_ref.sum().backward();
+        for (const Isa& isa : runnable_isas()) {
+            SCOPED_TRACE(isa.name + " vocab " + std::to_string(vocab) + " padded " + std::to_string(padded));
+            at::Tensor loss = at::full({rows}, -7.0f), grad = at::full({rows, padded}, -7.0f);
+            cpu_kernels::SoftcapCeArgs args;
+            args.logits = c.logits.data_ptr<float>();
+            args.width = padded;
+            args.vocab = vocab;
+            args.softcap = static_cast<float>(cap);
+            args.targets = c.targets.data_ptr<int64_t>();
+            args.loss = loss.data_ptr<float>();
+            args.grad = grad.data_ptr<float>();
+            isa.rows(args, 0, rows);
+            EXPECT_LE(relative_error(loss, loss_ref), 2e-6);
+            EXPECT_LE(relative_error(grad, x_ref.grad()), 2e-6);
+            EXPECT_EQ(loss[0].item<float>(), 0.0f);                                // ignored target
+            EXPECT_EQ(grad[0].abs().max().item<float>(), 0.0f);
+            if (padded > vocab) {  // padding columns
+                EXPECT_EQ(grad.slice(1, vocab).abs().max().item<float>(), 0.0f);
+            }
+            // Without a gradient buffer the losses are the same, bit for bit.
+            at::Tensor loss_only = at::full({rows}, -7.0f);
+            args.loss = loss_only.data_ptr<float>();
+            args.grad = nullptr;
+            isa.rows(args, 0, rows);
+            EXPECT_TRUE(at::equal(loss_only, loss));
+            // scale_rows multiplies each row by its own factor.
+            at::Tensor scale = at::rand({rows}), scaled = grad.clone();
+            isa.scale(scaled.data_ptr<float>(), padded, scale.data_ptr<float>(), 0, rows);
+            EXPECT_TRUE(at::allclose(scaled, grad * scale.unsqueeze(1), 1e-6, 0));
+        }
+    }
+}
+
+TEST(CpuKernels, SoftcapCrossEntropyAutogradMatchesTheUnfusedOpsAndRefusesASecondBackward) {
+    const Case c = make_case(96, 256, 250, 3);
+    const double cap = 15.0;
+    at::Tensor weights = at::rand({96});
+    at::Tensor x_ref = c.logits.clone().requires_grad_(true);
+    at::Tensor loss_ref = reference_loss(x_ref, c.targets, c.vocab, cap);
+    (loss_ref * weights).sum().backward();
+
+    at::Tensor x = c.logits.clone().requires_grad_(true);
+    at::Tensor loss = softcap_cross_entropy_cpu(x, c.targets, c.vocab, cap);
+    EXPECT_EQ(loss.scalar_type(), at::kFloat);
+    at::Tensor total = (loss * weights).sum();
+    total.backward({}, /*retain_graph=*/true);
+    EXPECT_LE(relative_error(loss, loss_ref), 2e-6);
+    EXPECT_LE(relative_error(x.grad(), x_ref.grad()), 2e-6);
+    EXPECT_THROW(total.backward(), c10::Error);  // the gradient was scaled in place
+
+    {  // no gradient wanted: the same losses
+        torch::NoGradGuard no_grad;
+        EXPECT_TRUE(at::equal(softcap_cross_entropy_cpu(c.logits, c.targets, c.vocab, cap), loss.detach()));
+    }
+    at::Tensor bad = c.targets.clone();
+    bad[7] = c.vocab;
+    EXPECT_THROW(softcap_cross_entropy_cpu(c.logits, bad, c.vocab, cap), c10::Error);
+}
+
+TEST(CpuKernels, GptLossThroughTheFusedKernelMatchesTheUnfusedLogitsPath) {
+    GPTOptions o;
+    o.vocab_size = 300;  // padded to a multiple of 64 inside: padding columns in play
+    o.n_layer = 2;
+    o.n_head = 2;
+    o.n_kv_head = 2;
+    o.n_embd = 64;
+    o.sequence_len = 32;
+    o.window_pattern = "SL";
+    at::manual_seed(0);
+    GPT model(o);
+    model->init_weights();
+    {  // nanochat zero-initialises lm_head and the projections: random weights make every gradient count
+        torch::NoGradGuard no_grad;
+        for (auto& p : model->parameters()) p.add_(at::randn_like(p) * 0.1);
+    }
+    at::manual_seed(1);
+    at::Tensor idx = at::randint(0, 300, {2, 32}, at::kLong), targets = at::randint(0, 300, {2, 32}, at::kLong);
+    targets[0][3] = -1;
+    at::Tensor loss = model->loss(idx, targets);
+    loss.backward();
+    std::vector<at::Tensor> fused;
+    for (const auto& p : model->parameters()) fused.push_back(p.grad().clone()), p.mutable_grad().reset();
+
+    // The path the fused kernel replaced: forward() (soft-capped float32 logits) + ATen's cross_entropy.
+    at::Tensor logits = model->forward(idx);
+    at::Tensor unfused = at::cross_entropy_loss(logits.view({-1, 300}), targets.reshape({-1}), {},
+                                                at::Reduction::Mean, -1);
+    unfused.backward();
+    EXPECT_NEAR(loss.item<double>(), unfused.item<double>(), 1e-6 * unfused.item<double>());
+    size_t i = 0;
+    for (const auto& p : model->parameters()) {
+        EXPECT_LE(relative_error(fused[i], p.grad()), 1e-5) << "parameter " << i;
+        ++i;
+    }
+    {  // per-row losses (evaluation) as well
+        torch::NoGradGuard no_grad;
+        at::Tensor rows = model->loss(idx, targets, LossReduction::None);
+        at::Tensor rows_ref = at::cross_entropy_loss(model->forward(idx).view({-1, 300}), targets.reshape({-1}), {},
+                                                     at::Reduction::None, -1);
+        EXPECT_LE(relative_error(rows, rows_ref), 1e-6);
+    }
+}
