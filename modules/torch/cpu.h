@@ -23,4 +23,12 @@ std::string cpu_kernels_capability();
 at::Tensor softcap_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t vocab,
                                      double softcap);
 
+// Fused float32 elementwise chains on the CPU, differentiable, as their CUDA twins (one pass each way):
+// RMSNorm without a weight over the last dimension (at::rms_norm(x, {x.size(-1)}), eps = float32's
+// epsilon; saves x and one float per row), relu(x)^2 (saves x), and rotary embeddings of x [B, T, H, D]
+// with cos, sin [1, T, 1, D/2] (gpt.cpp's apply_rotary; saves nothing but cos and sin).
+at::Tensor rms_norm_cpu(const at::Tensor& x);
+at::Tensor relu_square_cpu(const at::Tensor& x);
+at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 }  // namespace l3lab::modules

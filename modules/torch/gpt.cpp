@@ -16,7 +16,11 @@ namespace l3lab::modules {
 using torch::nn::Linear;
 using torch::nn::LinearOptions;
 
-at::Tensor rms_norm(const at::Tensor& x) { return at::rms_norm(x, {x.size(-1)}); }
+// float32 on the CPU: the fused kernels of modules/torch/cpu.h (ATen runs these as chains of elementwise
+// ops there); elsewhere, and for bfloat16 activations, ATen's ops.
+static bool fused_cpu(const at::Tensor& x) { return x.device().is_cpu() && x.scalar_type() == at::kFloat; }
+
+at::Tensor rms_norm(const at::Tensor& x) { return fused_cpu(x) ? rms_norm_cpu(x) : at::rms_norm(x, {x.size(-1)}); }
 
 static Linear linear(int64_t in, int64_t out) { return Linear(LinearOptions(in, out).bias(false)); }
 
@@ -24,6 +28,7 @@ static Linear linear(int64_t in, int64_t out) { return Linear(LinearOptions(in, 
 // on CUDA.
 static at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
     if (x.is_cuda() && cuda_kernels_built()) return rotary_cuda(x, cos, sin);
+    if (fused_cpu(x)) return rotary_cpu(x, cos, sin);
     const int64_t d = x.size(3) / 2;
     at::Tensor x1 = x.slice(3, 0, d), x2 = x.slice(3, d);
     at::Tensor y1 = x1 * cos + x2 * sin;
@@ -129,7 +134,8 @@ MLPImpl::MLPImpl(int64_t n_embd) {
 
 at::Tensor MLPImpl::forward(const at::Tensor& x) {
     at::Tensor h = c_fc(x);
-    return c_proj(h.is_cuda() && cuda_kernels_built() ? relu_square_cuda(h) : at::relu(h).square());
+    if (h.is_cuda() && cuda_kernels_built()) return c_proj(relu_square_cuda(h));
+    return c_proj(fused_cpu(h) ? relu_square_cpu(h) : at::relu(h).square());
 }
 
 at::Tensor BlockImpl::forward_cached(const at::Tensor& x_in, const at::Tensor& ve, const at::Tensor& cos,

@@ -7,7 +7,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
+#include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "modules/torch/cpu.h"
@@ -184,5 +186,81 @@ TEST(CpuKernels, GptLossThroughTheFusedKernelMatchesTheUnfusedLogitsPath) {
         at::Tensor rows_ref = at::cross_entropy_loss(model->forward(idx).view({-1, 300}), targets.reshape({-1}), {},
                                                      at::Reduction::None, -1);
         EXPECT_LE(relative_error(rows, rows_ref), 1e-6);
+    }
+}
+
+TEST(CpuKernels, RmsNormReluSquareAndRotaryMatchFloat64ForEveryInstructionSet) {
+    // Widths that are not a multiple of any vector width, and ones that are.
+    for (const int64_t dim : {7, 16, 40, 96}) {
+        at::manual_seed(dim);
+        const int64_t rows = 13;
+        at::Tensor x = at::randn({rows, dim}) * 3, dy = at::randn({rows, dim});
+        x[2].zero_();  // an all-zero row: rstd = 1 / sqrt(eps)
+        at::Tensor x64 = x.to(at::kDouble).requires_grad_(true);
+        const double eps = std::numeric_limits<float>::epsilon();
+        at::Tensor y64 = x64 * at::rsqrt(x64.pow(2).mean(-1, true) + eps);
+        y64.backward(dy.to(at::kDouble));
+        at::Tensor xr = x.clone().requires_grad_(true), hr = (x.clone() - 0.5).requires_grad_(true);
+        at::Tensor h64 = (x.to(at::kDouble) - 0.5).requires_grad_(true);
+        at::Tensor r64 = at::relu(h64).square();
+        r64.backward(dy.to(at::kDouble));
+
+        const auto isas = runnable_isas();
+        for (const std::string& name : {std::string("DEFAULT"), std::string("AVX2"), std::string("AVX512")}) {
+            if (std::none_of(isas.begin(), isas.end(), [&](const Isa& i) { return i.name == name; })) continue;
+            SCOPED_TRACE(name + " dim " + std::to_string(dim));
+            const bool avx512 = name == "AVX512", avx2 = name == "AVX2";
+            const auto rms = avx512 ? cpu_kernels::AVX512::rms_norm_rows
+                             : avx2 ? cpu_kernels::AVX2::rms_norm_rows : cpu_kernels::DEFAULT::rms_norm_rows;
+            const auto rms_back = avx512 ? cpu_kernels::AVX512::rms_norm_backward_rows
+                                  : avx2 ? cpu_kernels::AVX2::rms_norm_backward_rows
+                                         : cpu_kernels::DEFAULT::rms_norm_backward_rows;
+            const auto relu2 = avx512 ? cpu_kernels::AVX512::relu_square
+                               : avx2 ? cpu_kernels::AVX2::relu_square : cpu_kernels::DEFAULT::relu_square;
+            const auto relu2_back = avx512 ? cpu_kernels::AVX512::relu_square_backward
+                                    : avx2 ? cpu_kernels::AVX2::relu_square_backward
+                                           : cpu_kernels::DEFAULT::relu_square_backward;
+            at::Tensor y = at::empty_like(x), rstd = at::empty({rows}), dx = at::empty_like(x);
+            rms(x.data_ptr<float>(), y.data_ptr<float>(), rstd.data_ptr<float>(), dim,
+                static_cast<float>(eps), 0, rows);
+            rms_back(x.data_ptr<float>(), dy.data_ptr<float>(), rstd.data_ptr<float>(), dx.data_ptr<float>(), dim, 0,
+                     rows);
+            EXPECT_LE(relative_error(y, y64), 1e-6);
+            EXPECT_LE(relative_error(dx, x64.grad()), 1e-5);
+            at::Tensor h = x - 0.5, r = at::empty_like(h), dh = at::empty_like(h);
+            relu2(h.data_ptr<float>(), r.data_ptr<float>(), 0, h.numel());
+            relu2_back(h.data_ptr<float>(), dy.data_ptr<float>(), dh.data_ptr<float>(), 0, h.numel());
+            EXPECT_LE(relative_error(r, r64), 1e-6);
+            EXPECT_LE(relative_error(dh, h64.grad()), 1e-6);
+        }
+        // The autograd functions give the same.
+        at::Tensor y = rms_norm_cpu(xr), r = relu_square_cpu(hr);
+        y.backward(dy);
+        r.backward(dy);
+        EXPECT_LE(relative_error(y, y64), 1e-6);
+        EXPECT_LE(relative_error(xr.grad(), x64.grad()), 1e-5);
+        EXPECT_LE(relative_error(r, r64), 1e-6);
+        EXPECT_LE(relative_error(hr.grad(), h64.grad()), 1e-6);
+    }
+}
+
+TEST(CpuKernels, RotaryMatchesTheUnfusedFormulaAndItsGradient) {
+    const int64_t B = 2, T = 9, H = 3;
+    for (const int64_t D : {6, 32, 40}) {
+        SCOPED_TRACE("head dim " + std::to_string(D));
+        at::manual_seed(D);
+        at::Tensor x = at::randn({B, T, H, D}), dy = at::randn({B, T, H, D});
+        at::Tensor angle = at::rand({1, T, 1, D / 2}) * 6;
+        at::Tensor cos = angle.cos(), sin = angle.sin();
+        at::Tensor x64 = x.to(at::kDouble).requires_grad_(true);
+        at::Tensor c64 = cos.to(at::kDouble), s64 = sin.to(at::kDouble);
+        at::Tensor x1 = x64.slice(3, 0, D / 2), x2 = x64.slice(3, D / 2);
+        at::Tensor y64 = at::cat({x1 * c64 + x2 * s64, x1 * (-s64) + x2 * c64}, 3);
+        y64.backward(dy.to(at::kDouble));
+        at::Tensor xr = x.clone().requires_grad_(true);
+        at::Tensor y = rotary_cpu(xr, cos, sin);
+        y.backward(dy);
+        EXPECT_LE(relative_error(y, y64), 1e-6);
+        EXPECT_LE(relative_error(xr.grad(), x64.grad()), 1e-6);
     }
 }

@@ -27,18 +27,57 @@ using SoftcapCeRowsFn = void (*)(const SoftcapCeArgs&, int64_t begin, int64_t en
 // grad[r, :] *= scale[r] for rows [begin, end) of grad [rows, width] (the loss's backward).
 using ScaleRowsFn = void (*)(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
 
-// One instruction set's kernels; CPU_CAPABILITY names it (cpu/softcap_ce_isa.cpp).
+// RMSNorm without a weight (F.rms_norm(x, (dim,)), eps = float32's epsilon) over rows [begin, end) of
+// x [rows, dim]: y = x * rstd with rstd = 1 / sqrt(mean(x^2) + eps), saved per row for the backward,
+// which gives dx = rstd * (dy - x * rstd^2 * mean(x * dy)).
+using RmsNormRowsFn = void (*)(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin,
+                               int64_t end);
+using RmsNormBackwardRowsFn = void (*)(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
+                                       int64_t begin, int64_t end);
+
+// relu(x)^2 over elements [begin, end), and its backward dx = 2 relu(x) dy.
+using ReluSquareFn = void (*)(const float* x, float* y, int64_t begin, int64_t end);
+using ReluSquareBackwardFn = void (*)(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
+
+// Rotary embeddings of x [B, T, H, D] with cos, sin [T, D/2] (gpt.cpp's apply_rotary) over the rows
+// [begin, end) of x seen as [B*T*H, D]: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos (x1, x2 the halves of
+// D); inverse = the transposed rotation, which is the backward.
+using RotaryRowsFn = void (*)(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H,
+                              int64_t D, bool inverse, int64_t begin, int64_t end);
+
+// One instruction set's kernels; CPU_CAPABILITY names it (cpu/*_isa.cpp).
 namespace DEFAULT {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
 void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
+void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
+void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
+                            int64_t begin, int64_t end);
+void relu_square(const float* x, float* y, int64_t begin, int64_t end);
+void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
+void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
+                 bool inverse, int64_t begin, int64_t end);
 }  // namespace DEFAULT
 namespace AVX2 {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
 void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
+void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
+void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
+                            int64_t begin, int64_t end);
+void relu_square(const float* x, float* y, int64_t begin, int64_t end);
+void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
+void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
+                 bool inverse, int64_t begin, int64_t end);
 }  // namespace AVX2
 namespace AVX512 {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
 void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
+void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
+void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
+                            int64_t begin, int64_t end);
+void relu_square(const float* x, float* y, int64_t begin, int64_t end);
+void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
+void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
+                 bool inverse, int64_t begin, int64_t end);
 }  // namespace AVX512
 
 }  // namespace l3lab::modules::cpu_kernels

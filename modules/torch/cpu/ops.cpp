@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/Context.h>
 
+#include <algorithm>
+#include <limits>
 #include <string>
 
 #include "modules/torch/cpu.h"
@@ -30,6 +32,7 @@ Fn pick(Fn avx512, Fn avx2, Fn fallback) {
     const std::string& c = capability();
     return c == "AVX512" ? avx512 : c == "AVX2" ? avx2 : fallback;
 }
+#define L3LAB_PICK(name) pick(cpu_kernels::AVX512::name, cpu_kernels::AVX2::name, cpu_kernels::DEFAULT::name)
 
 class SoftcapCrossEntropyCpu : public torch::autograd::Function<SoftcapCrossEntropyCpu> {
 public:
@@ -61,8 +64,7 @@ public:
         args.targets = targets.data_ptr<int64_t>();
         args.loss = loss.data_ptr<float>();
         args.grad = grad.defined() ? grad.data_ptr<float>() : nullptr;
-        const auto fn = pick(cpu_kernels::AVX512::softcap_ce_rows, cpu_kernels::AVX2::softcap_ce_rows,
-                             cpu_kernels::DEFAULT::softcap_ce_rows);
+        const auto fn = L3LAB_PICK(softcap_ce_rows);
         // A few rows a task: each row is vocab floats of work, rows are independent.
         at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) { fn(args, begin, end); });
         if (grad.defined()) ctx->save_for_backward({grad});
@@ -76,8 +78,7 @@ public:
         ctx->saved_data["used"] = true;
         at::Tensor grad = ctx->get_saved_variables()[0];
         const at::Tensor scale = grad_outputs[0].to(at::kFloat).contiguous();
-        const auto fn = pick(cpu_kernels::AVX512::scale_rows, cpu_kernels::AVX2::scale_rows,
-                             cpu_kernels::DEFAULT::scale_rows);
+        const auto fn = L3LAB_PICK(scale_rows);
         float* g = grad.data_ptr<float>();
         const float* s = scale.data_ptr<float>();
         const int64_t width = grad.size(1);
@@ -86,7 +87,105 @@ public:
     }
 };
 
+void check_float_cpu(const at::Tensor& t, const char* what) {
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, what, ": needs a float32 CPU tensor, got ",
+                t.scalar_type(), " on ", t.device());
+}
+
+// Rows of `width` floats per parallel task: about 16K floats of work each.
+int64_t row_grain(int64_t width) { return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(width, 1)); }
+
+class RmsNormCpu : public torch::autograd::Function<RmsNormCpu> {
+public:
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in) {
+        check_float_cpu(x_in, "rms_norm_cpu");
+        const at::Tensor x = x_in.contiguous();
+        const int64_t dim = x.size(-1), rows = dim ? x.numel() / dim : 0;
+        at::Tensor y = at::empty_like(x), rstd = at::empty({rows}, x.options());
+        const float *px = x.const_data_ptr<float>();
+        float *py = y.data_ptr<float>(), *pr = rstd.data_ptr<float>();
+        const auto fn = L3LAB_PICK(rms_norm_rows);
+        const float eps = std::numeric_limits<float>::epsilon();
+        at::parallel_for(0, rows, row_grain(dim), [&](int64_t b, int64_t e) { fn(px, py, pr, dim, eps, b, e); });
+        ctx->save_for_backward({x, rstd});
+        return y;
+    }
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const at::Tensor &x = saved[0], &rstd = saved[1];
+        const at::Tensor dy = grad_outputs[0].contiguous();
+        at::Tensor dx = at::empty_like(x);
+        const int64_t dim = x.size(-1), rows = rstd.numel();
+        const float *px = x.const_data_ptr<float>(), *pdy = dy.const_data_ptr<float>(), *pr = rstd.const_data_ptr<float>();
+        float* pdx = dx.data_ptr<float>();
+        const auto fn = L3LAB_PICK(rms_norm_backward_rows);
+        at::parallel_for(0, rows, row_grain(dim), [&](int64_t b, int64_t e) { fn(px, pdy, pr, pdx, dim, b, e); });
+        return {dx};
+    }
+};
+
+class ReluSquareCpu : public torch::autograd::Function<ReluSquareCpu> {
+public:
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in) {
+        check_float_cpu(x_in, "relu_square_cpu");
+        const at::Tensor x = x_in.contiguous();
+        at::Tensor y = at::empty_like(x);
+        const float* px = x.const_data_ptr<float>();
+        float* py = y.data_ptr<float>();
+        const auto fn = L3LAB_PICK(relu_square);
+        at::parallel_for(0, x.numel(), 1 << 15, [&](int64_t b, int64_t e) { fn(px, py, b, e); });
+        ctx->save_for_backward({x});
+        return y;
+    }
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const at::Tensor x = ctx->get_saved_variables()[0];
+        const at::Tensor dy = grad_outputs[0].contiguous();
+        at::Tensor dx = at::empty_like(x);
+        const float *px = x.const_data_ptr<float>(), *pdy = dy.const_data_ptr<float>();
+        float* pdx = dx.data_ptr<float>();
+        const auto fn = L3LAB_PICK(relu_square_backward);
+        at::parallel_for(0, x.numel(), 1 << 15, [&](int64_t b, int64_t e) { fn(px, pdy, pdx, b, e); });
+        return {dx};
+    }
+};
+
+at::Tensor rotate(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin, bool inverse) {
+    const at::Tensor x = x_in.contiguous();
+    at::Tensor y = at::empty_like(x);
+    const int64_t T = x.size(1), H = x.size(2), D = x.size(3);
+    const float *px = x.const_data_ptr<float>(), *pc = cos.const_data_ptr<float>(), *ps = sin.const_data_ptr<float>();
+    float* py = y.data_ptr<float>();
+    const auto fn = L3LAB_PICK(rotary_rows);
+    at::parallel_for(0, x.numel() / std::max<int64_t>(D, 1), row_grain(D),
+                     [&](int64_t b, int64_t e) { fn(px, pc, ps, py, T, H, D, inverse, b, e); });
+    return y;
+}
+
+class RotaryCpu : public torch::autograd::Function<RotaryCpu> {
+public:
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos_in,
+                              const at::Tensor& sin_in) {
+        check_float_cpu(x, "rotary_cpu: x");
+        TORCH_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rotary_cpu: x must be [B, T, H, D] with D even");
+        TORCH_CHECK(cos_in.numel() == x.size(1) * x.size(3) / 2 && sin_in.sizes() == cos_in.sizes(),
+                    "rotary_cpu: cos and sin must hold [T, D/2] values");
+        const at::Tensor cos = cos_in.to(at::kFloat).contiguous(), sin = sin_in.to(at::kFloat).contiguous();
+        ctx->save_for_backward({cos, sin});
+        return rotate(x, cos, sin, false);
+    }
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        return {rotate(grad_outputs[0], saved[0], saved[1], true), at::Tensor(), at::Tensor()};
+    }
+};
+
 }  // namespace
+
+at::Tensor rms_norm_cpu(const at::Tensor& x) { return RmsNormCpu::apply(x); }
+at::Tensor relu_square_cpu(const at::Tensor& x) { return ReluSquareCpu::apply(x); }
+at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    return RotaryCpu::apply(x, cos, sin);
+}
 
 std::string cpu_kernels_capability() { return capability(); }
 

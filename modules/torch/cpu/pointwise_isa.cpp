@@ -1,0 +1,106 @@
+// RMSNorm, relu^2 and rotary embeddings of cpu/kernels.h for one instruction set (compiled once per
+// CPU_CAPABILITY, as cpu/softcap_ce_isa.cpp): one pass each way instead of ATen's chains of elementwise
+// kernels (RMSNorm: pow, mean, add, rsqrt, mul forward and about eight backward), float32 arithmetic.
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "modules/torch/cpu/kernels.h"
+
+namespace l3lab::modules::cpu_kernels::CPU_CAPABILITY {
+
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+
+float reduce_sum(const Vec& v) {
+    return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, v);
+}
+
+// sum over j < n of f(j) for a vector expression f of the loads at offset j (a tail load is zero-padded,
+// and every f here maps zeros to zero).
+template <typename F>
+float sum_over(int64_t n, const F& f) {
+    Vec acc(0.0f);
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) acc = acc + f(j, kLanes);
+    if (j < n) acc = acc + f(j, n - j);
+    return reduce_sum(acc);
+}
+
+// out[j] = f(j) for j < n, in vectors.
+template <typename F>
+void write_over(float* out, int64_t n, const F& f) {
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) f(j, kLanes).store(out + j);
+    if (j < n) f(j, n - j).store(out + j, n - j);
+}
+
+Vec load(const float* p, int64_t count) { return count == kLanes ? Vec::loadu(p) : Vec::loadu(p, count); }
+
+}  // namespace
+
+void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+        const float* xr = x + r * dim;
+        const float ss = sum_over(dim, [&](int64_t j, int64_t n) {
+            const Vec v = load(xr + j, n);
+            return v * v;
+        });
+        const float s = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+        rstd[r] = s;
+        const Vec vs(s);
+        write_over(y + r * dim, dim, [&](int64_t j, int64_t n) { return load(xr + j, n) * vs; });
+    }
+}
+
+void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
+                            int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+        const float *xr = x + r * dim, *dyr = dy + r * dim;
+        const float dot = sum_over(dim, [&](int64_t j, int64_t n) { return load(xr + j, n) * load(dyr + j, n); });
+        const float s = rstd[r];
+        const Vec vs(s), vc(s * s * s * dot / static_cast<float>(dim));
+        write_over(dx + r * dim, dim, [&](int64_t j, int64_t n) {
+            return vs * load(dyr + j, n) - vc * load(xr + j, n);
+        });
+    }
+}
+
+void relu_square(const float* x, float* y, int64_t begin, int64_t end) {
+    const Vec zero(0.0f);
+    write_over(y + begin, end - begin, [&](int64_t j, int64_t n) {
+        const Vec v = at::vec::maximum(load(x + begin + j, n), zero);
+        return v * v;
+    });
+}
+
+void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end) {
+    const Vec zero(0.0f), two(2.0f);
+    write_over(dx + begin, end - begin, [&](int64_t j, int64_t n) {
+        return two * at::vec::maximum(load(x + begin + j, n), zero) * load(dy + begin + j, n);
+    });
+}
+
+void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
+                 bool inverse, int64_t begin, int64_t end) {
+    const int64_t half = D / 2;
+    for (int64_t r = begin; r < end; ++r) {
+        const int64_t t = (r / H) % T;
+        const float *x1 = x + r * D, *x2 = x1 + half, *c = cos + t * half, *s = sin + t * half;
+        float *y1 = y + r * D, *y2 = y1 + half;
+        int64_t j = 0;
+        for (; j < half; j += kLanes) {
+            const int64_t n = std::min<int64_t>(kLanes, half - j);
+            const Vec a = load(x1 + j, n), b = load(x2 + j, n), vc = load(c + j, n);
+            const Vec vs = inverse ? Vec(0.0f) - load(s + j, n) : load(s + j, n);
+            (a * vc + b * vs).store(y1 + j, n);
+            (b * vc - a * vs).store(y2 + j, n);
+        }
+    }
+}
+
+}  // namespace l3lab::modules::cpu_kernels::CPU_CAPABILITY
