@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "modules/torch/cpu.h"
 #include "modules/torch/cuda.h"
 
 namespace l3lab::optim {
@@ -164,13 +165,18 @@ void MuonAdamW::step_adamw(const ParamGroup& group, GroupState& state) {
         }
         s.step += 1;
         const at::Tensor step_t = cpu_scalar(static_cast<double>(s.step));
-        if (fused_on_cuda(p, grad, s.exp_avg, s.exp_avg_sq)) {
+        const bool fused_cpu = modules::adamw_step_cpu_applies(p, grad, s.exp_avg, s.exp_avg_sq);
+        if (fused_cpu || fused_on_cuda(p, grad, s.exp_avg, s.exp_avg_sq)) {
             // The same float32 scalars as below (0-D CPU tensors: no device sync), then one kernel.
             const at::Tensor bias1 = at::rsub(at::pow(beta1_t, step_t), 1);
             const at::Tensor bias2 = at::rsub(at::pow(beta2_t, step_t), 1);
-            modules::adamw_step_cuda(p, grad, s.exp_avg, s.exp_avg_sq,
-                                     {decay.item<float>(), one_minus_beta1.item<float>(), one_minus_beta2.item<float>(),
-                                      bias2.item<float>(), eps_t.item<float>(), (lr_t / bias1).item<float>()});
+            const modules::AdamWStepScalars scalars{decay.item<float>(), one_minus_beta1.item<float>(),
+                                                    one_minus_beta2.item<float>(), bias2.item<float>(),
+                                                    eps_t.item<float>(), (lr_t / bias1).item<float>()};
+            if (fused_cpu)
+                modules::adamw_step_cpu(p, grad, s.exp_avg, s.exp_avg_sq, scalars);
+            else
+                modules::adamw_step_cuda(p, grad, s.exp_avg, s.exp_avg_sq, scalars);
             continue;
         }
         at::Tensor tmp = scratch(Slot::AdamWTemp, p.sizes(), p.options());

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string>
 
+#include "modules/torch/cuda.h"  // AdamWStepScalars, shared with the CUDA step
+
 namespace l3lab::modules {
 
 // The instruction set the fused CPU kernels run with here: "DEFAULT", "AVX2" or "AVX512".
@@ -30,5 +32,13 @@ at::Tensor softcap_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor&
 at::Tensor rms_norm_cpu(const at::Tensor& x);
 at::Tensor relu_square_cpu(const at::Tensor& x);
 at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// The reference's adamw_step_fused in one pass over float32 contiguous CPU tensors p, grad, exp_avg,
+// exp_avg_sq of one size (p and the moments updated in place), with the scalars of adamw_step_cuda
+// (modules/torch/cuda.h): float32 arithmetic, one rounding per stored value, as torch.compile's kernel.
+bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
+                            const at::Tensor& exp_avg_sq);
+void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                    const AdamWStepScalars& scalars);
 
 }  // namespace l3lab::modules

@@ -45,6 +45,19 @@ using ReluSquareBackwardFn = void (*)(const float* x, const float* dy, float* dx
 using RotaryRowsFn = void (*)(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H,
                               int64_t D, bool inverse, int64_t begin, int64_t end);
 
+// One AdamW step over elements [begin, end) of float32 p, grad, exp_avg, exp_avg_sq, as the CUDA
+// adamw_kernel (cuda/kernels.h): float32 with one rounding per stored value.
+//   m = lerp(m, g, one_minus_beta1); v = lerp(v, g*g, one_minus_beta2);
+//   p = p * decay - step_size * m / (sqrt(v / bias2) + eps)
+struct AdamWArgs {
+    float* p = nullptr;
+    const float* grad = nullptr;
+    float* exp_avg = nullptr;
+    float* exp_avg_sq = nullptr;
+    float decay = 1.f, one_minus_beta1 = 0.f, one_minus_beta2 = 0.f, bias2 = 1.f, eps = 0.f, step_size = 0.f;
+};
+using AdamWFn = void (*)(const AdamWArgs& a, int64_t begin, int64_t end);
+
 // One instruction set's kernels; CPU_CAPABILITY names it (cpu/*_isa.cpp).
 namespace DEFAULT {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
@@ -56,6 +69,7 @@ void relu_square(const float* x, float* y, int64_t begin, int64_t end);
 void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
 void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
                  bool inverse, int64_t begin, int64_t end);
+void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
 }  // namespace DEFAULT
 namespace AVX2 {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
@@ -67,6 +81,7 @@ void relu_square(const float* x, float* y, int64_t begin, int64_t end);
 void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
 void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
                  bool inverse, int64_t begin, int64_t end);
+void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
 }  // namespace AVX2
 namespace AVX512 {
 void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
@@ -78,6 +93,7 @@ void relu_square(const float* x, float* y, int64_t begin, int64_t end);
 void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
 void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
                  bool inverse, int64_t begin, int64_t end);
+void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
 }  // namespace AVX512
 
 }  // namespace l3lab::modules::cpu_kernels

@@ -187,6 +187,40 @@ at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     return RotaryCpu::apply(x, cos, sin);
 }
 
+// Bit for bit the eager step needs every element computed as ATen's vectorised loops compute it: ATen
+// runs a contiguous elementwise op in pairs of vectors (32 floats with AVX-512, 16 with AVX2) over each
+// thread's share (split only above 32,768 elements, in shares of numel / threads) and finishes each share's
+// remainder with scalar code. Sizes whose shares are whole multiples of 32 have no remainder anywhere.
+bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
+                            const at::Tensor& exp_avg_sq) {
+    for (const at::Tensor* t : {&p, &grad, &exp_avg, &exp_avg_sq})
+        if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() ||
+            t->numel() != p.numel())
+            return false;
+    const int64_t n = p.numel(), threads = at::get_num_threads();
+    return n > 0 && n % 32 == 0 && (n <= 32768 || n % (32 * threads) == 0);
+}
+
+void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                    const AdamWStepScalars& s) {
+    TORCH_CHECK(adamw_step_cpu_applies(p, grad, exp_avg, exp_avg_sq),
+                "adamw_step_cpu: needs float32 contiguous CPU tensors of one size");
+    cpu_kernels::AdamWArgs a;
+    a.p = p.data_ptr<float>();
+    a.grad = grad.const_data_ptr<float>();
+    a.exp_avg = exp_avg.data_ptr<float>();
+    a.exp_avg_sq = exp_avg_sq.data_ptr<float>();
+    a.decay = s.decay;
+    a.one_minus_beta1 = s.one_minus_beta1;
+    a.one_minus_beta2 = s.one_minus_beta2;
+    a.bias2 = s.bias2;
+    a.eps = s.eps;
+    a.step_size = s.step_size;
+    const auto fn = L3LAB_PICK(adamw_step);
+    // Shares of whole 32-float blocks (the kernel runs whole vectors only).
+    at::parallel_for(0, p.numel() / 32, 1 << 10, [&](int64_t b, int64_t e) { fn(a, b * 32, e * 32); });
+}
+
 std::string cpu_kernels_capability() { return capability(); }
 
 at::Tensor softcap_cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets, int64_t vocab,

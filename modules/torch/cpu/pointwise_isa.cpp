@@ -103,4 +103,26 @@ void rotary_rows(const float* x, const float* cos, const float* sin, float* y, i
     }
 }
 
+void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end) {
+    // The reference's eager step op by op, rounded where it rounds: p * decay; lerp as ATen's vectorised
+    // lerp (fmadd(coeff, end - start, base)); g * g; v / bias2, sqrt, + eps; m / denom; and p's add with
+    // alpha = -step_size as ATen's vectorised add (fmadd(b, alpha, a)). Whole vectors only: the caller
+    // (adamw_step_cpu_applies) hands over only ranges that ATen, too, runs in whole vectors.
+    const auto lerp = [](const Vec& start, const Vec& end_, float w) {
+        return std::abs(w) < 0.5f ? at::vec::fmadd(Vec(w), end_ - start, start)
+                                  : at::vec::fmadd(Vec(w - 1.0f), end_ - start, end_);
+    };
+    const Vec decay(a.decay), bias2(a.bias2), eps(a.eps), minus_step(-a.step_size);
+    int64_t j = begin;
+    for (; j + kLanes <= end; j += kLanes) {
+        const Vec g = Vec::loadu(a.grad + j);
+        const Vec m = lerp(Vec::loadu(a.exp_avg + j), g, a.one_minus_beta1);
+        const Vec v = lerp(Vec::loadu(a.exp_avg_sq + j), g * g, a.one_minus_beta2);
+        const Vec denom = (v / bias2).sqrt() + eps;
+        at::vec::fmadd(m / denom, minus_step, Vec::loadu(a.p + j) * decay).store(a.p + j);
+        m.store(a.exp_avg + j);
+        v.store(a.exp_avg_sq + j);
+    }
+}
+
 }  // namespace l3lab::modules::cpu_kernels::CPU_CAPABILITY
