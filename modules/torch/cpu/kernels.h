@@ -59,41 +59,20 @@ struct AdamWArgs {
 using AdamWFn = void (*)(const AdamWArgs& a, int64_t begin, int64_t end);
 
 // One instruction set's kernels; CPU_CAPABILITY names it (cpu/*_isa.cpp).
-namespace DEFAULT {
-void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
-void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
-void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
-void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
-                            int64_t begin, int64_t end);
-void relu_square(const float* x, float* y, int64_t begin, int64_t end);
-void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
-void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
-                 bool inverse, int64_t begin, int64_t end);
-void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-namespace AVX2 {
-void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
-void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
-void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
-void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
-                            int64_t begin, int64_t end);
-void relu_square(const float* x, float* y, int64_t begin, int64_t end);
-void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
-void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
-                 bool inverse, int64_t begin, int64_t end);
-void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
-}  // namespace AVX2
-namespace AVX512 {
-void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);
-void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
-void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end);
-void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
-                            int64_t begin, int64_t end);
-void relu_square(const float* x, float* y, int64_t begin, int64_t end);
-void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
-void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H, int64_t D,
-                 bool inverse, int64_t begin, int64_t end);
-void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
-}  // namespace AVX512
+#define L3LAB_CPU_KERNELS_OF_ONE_ISA                                                                             \
+    void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);                                    \
+    void scale_rows(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);                \
+    void rms_norm_rows(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin, int64_t end); \
+    void rms_norm_backward_rows(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,      \
+                                int64_t begin, int64_t end);                                                    \
+    void relu_square(const float* x, float* y, int64_t begin, int64_t end);                                      \
+    void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);           \
+    void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H,         \
+                     int64_t D, bool inverse, int64_t begin, int64_t end);                                      \
+    void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
+namespace DEFAULT { L3LAB_CPU_KERNELS_OF_ONE_ISA }
+namespace AVX2 { L3LAB_CPU_KERNELS_OF_ONE_ISA }
+namespace AVX512 { L3LAB_CPU_KERNELS_OF_ONE_ISA }
+#undef L3LAB_CPU_KERNELS_OF_ONE_ISA
 
 }  // namespace l3lab::modules::cpu_kernels
