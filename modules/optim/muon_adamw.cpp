@@ -134,8 +134,10 @@ void MuonAdamW::zero_grad() {
 
 namespace {
 // On CUDA the AdamW step is one fused kernel (modules/torch/cuda.h), as the reference's torch.compile
-// makes it; elsewhere (and for mixed dtypes or strided tensors) the ATen ops below, bit for bit the
-// reference's eager step.
+// makes it; on the CPU too (modules/torch/cpu.h), for float32 contiguous tensors of sizes ATen runs in
+// whole vectors: the eager step's operations, but with the IEEE square root where ATen's eager sqrt is
+// MKL VML's (the last bit of a few elements). Elsewhere (and for mixed dtypes or strided tensors) the
+// ATen ops below, bit for bit the reference's eager step.
 bool fused_on_cuda(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq) {
     if (!p.is_cuda() || !modules::cuda_kernels_built()) return false;
     if (p.scalar_type() != at::kFloat && p.scalar_type() != at::kBFloat16) return false;

@@ -35,7 +35,9 @@ at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 // The reference's adamw_step_fused in one pass over float32 contiguous CPU tensors p, grad, exp_avg,
 // exp_avg_sq of one size (p and the moments updated in place), with the scalars of adamw_step_cuda
-// (modules/torch/cuda.h): float32 arithmetic, one rounding per stored value, as torch.compile's kernel.
+// (modules/torch/cuda.h): the eager step's float32 operations in its order, ATen's fused multiply-adds
+// included, with the IEEE square root (ATen's eager one, MKL VML's, differs in the last bit for a few
+// elements, and so then does p). applies() says whether a tensor's size is one ATen runs in whole vectors.
 bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
                             const at::Tensor& exp_avg_sq);
 void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,

@@ -187,18 +187,23 @@ at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tens
     return RotaryCpu::apply(x, cos, sin);
 }
 
-// Bit for bit the eager step needs every element computed as ATen's vectorised loops compute it: ATen
-// runs a contiguous elementwise op in pairs of vectors (32 floats with AVX-512, 16 with AVX2) over each
-// thread's share (split only above 32,768 elements, in shares of numel / threads) and finishes each share's
-// remainder with scalar code. Sizes whose shares are whole multiples of 32 have no remainder anywhere.
+// Rounding as the eager step needs every element computed as ATen's vectorised loops compute it: ATen
+// runs a contiguous elementwise op in pairs of vectors (32 floats with AVX-512, 16 with AVX2) and finishes
+// each thread's share with scalar code. It splits n >= 32,768 elements (its grain) into
+// k = min(threads, ceil(n / 32,768)) shares of ceil(n / k). When n and that share are whole multiples of
+// 32, no share has a remainder, and the fused kernel's vectors are ATen's.
 bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
                             const at::Tensor& exp_avg_sq) {
     for (const at::Tensor* t : {&p, &grad, &exp_avg, &exp_avg_sq})
         if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() ||
             t->numel() != p.numel())
             return false;
-    const int64_t n = p.numel(), threads = at::get_num_threads();
-    return n > 0 && n % 32 == 0 && (n <= 32768 || n % (32 * threads) == 0);
+    constexpr int64_t kGrain = 32768, kBlock = 32;
+    const int64_t n = p.numel();
+    if (n == 0 || n % kBlock != 0) return false;
+    const int64_t threads = at::get_num_threads();
+    const int64_t shares = n < kGrain || threads == 1 ? 1 : std::min<int64_t>(threads, (n + kGrain - 1) / kGrain);
+    return ((n + shares - 1) / shares) % kBlock == 0;
 }
 
 void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,

@@ -106,7 +106,8 @@ void rotary_rows(const float* x, const float* cos, const float* sin, float* y, i
 void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end) {
     // The reference's eager step op by op, rounded where it rounds: p * decay; lerp as ATen's vectorised
     // lerp (fmadd(coeff, end - start, base)); g * g; v / bias2, sqrt, + eps; m / denom; and p's add with
-    // alpha = -step_size as ATen's vectorised add (fmadd(b, alpha, a)). Whole vectors only: the caller
+    // alpha = -step_size as ATen's vectorised add (fmadd(b, alpha, a)). The square root is the IEEE one;
+    // ATen's eager sqrt is MKL VML's, which differs in the last bit for a few elements. Whole vectors only: the caller
     // (adamw_step_cpu_applies) hands over only ranges that ATen, too, runs in whole vectors.
     const auto lerp = [](const Vec& start, const Vec& end_, float w) {
         return std::abs(w) < 0.5f ? at::vec::fmadd(Vec(w), end_ - start, start)
