@@ -27,26 +27,19 @@ using SoftcapCeRowsFn = void (*)(const SoftcapCeArgs&, int64_t begin, int64_t en
 // grad[r, :] *= scale[r] for rows [begin, end) of grad [rows, width] (the loss's backward).
 using ScaleRowsFn = void (*)(float* grad, int64_t width, const float* scale, int64_t begin, int64_t end);
 
-// RMSNorm without a weight (F.rms_norm(x, (dim,)), eps = float32's epsilon) over rows [begin, end) of
+// rms_norm_rows, rms_norm_backward_rows: RMSNorm without a weight (F.rms_norm(x, (dim,)), eps = float32's epsilon) over rows [begin, end) of
 // x [rows, dim]: y = x * rstd with rstd = 1 / sqrt(mean(x^2) + eps), saved per row for the backward,
 // which gives dx = rstd * (dy - x * rstd^2 * mean(x * dy)).
-using RmsNormRowsFn = void (*)(const float* x, float* y, float* rstd, int64_t dim, float eps, int64_t begin,
-                               int64_t end);
-using RmsNormBackwardRowsFn = void (*)(const float* x, const float* dy, const float* rstd, float* dx, int64_t dim,
-                                       int64_t begin, int64_t end);
 
-// relu(x)^2 over elements [begin, end), and its backward dx = 2 relu(x) dy.
-using ReluSquareFn = void (*)(const float* x, float* y, int64_t begin, int64_t end);
-using ReluSquareBackwardFn = void (*)(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);
+// relu_square, relu_square_backward: relu(x)^2 over elements [begin, end), and its backward dx = 2 relu(x) dy.
 
-// Rotary embeddings of x [B, T, H, D] with cos, sin [T, D/2] (gpt.cpp's apply_rotary) over the rows
+// rotary_rows: rotary embeddings of x [B, T, H, D] with cos, sin [T, D/2] (gpt.cpp's apply_rotary) over the rows
 // [begin, end) of x seen as [B*T*H, D]: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos (x1, x2 the halves of
 // D); inverse = the transposed rotation, which is the backward.
-using RotaryRowsFn = void (*)(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H,
-                              int64_t D, bool inverse, int64_t begin, int64_t end);
 
-// One AdamW step over elements [begin, end) of float32 p, grad, exp_avg, exp_avg_sq, as the CUDA
-// adamw_kernel (cuda/kernels.h): float32 with one rounding per stored value.
+// adamw_step: one AdamW step over elements [begin, end) of float32 p, grad, exp_avg, exp_avg_sq (the
+// formula of the CUDA adamw_kernel, cuda/kernels.h), rounded op by op as the eager step, with the IEEE
+// square root (modules/torch/cpu.h); whole vectors only.
 //   m = lerp(m, g, one_minus_beta1); v = lerp(v, g*g, one_minus_beta2);
 //   p = p * decay - step_size * m / (sqrt(v / bias2) + eps)
 struct AdamWArgs {
@@ -56,7 +49,6 @@ struct AdamWArgs {
     float* exp_avg_sq = nullptr;
     float decay = 1.f, one_minus_beta1 = 0.f, one_minus_beta2 = 0.f, bias2 = 1.f, eps = 0.f, step_size = 0.f;
 };
-using AdamWFn = void (*)(const AdamWArgs& a, int64_t begin, int64_t end);
 
 // One instruction set's kernels; CPU_CAPABILITY names it (cpu/*_isa.cpp).
 #define L3LAB_CPU_KERNELS_OF_ONE_ISA                                                                             \

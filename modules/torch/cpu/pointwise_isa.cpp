@@ -1,24 +1,15 @@
 // RMSNorm, relu^2 and rotary embeddings of cpu/kernels.h for one instruction set (compiled once per
 // CPU_CAPABILITY, as cpu/softcap_ce_isa.cpp): one pass each way instead of ATen's chains of elementwise
 // kernels (RMSNorm: pow, mean, add, rsqrt, mul forward and about eight backward), float32 arithmetic.
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "modules/torch/cpu/kernels.h"
+#include "modules/torch/cpu/vec_common.h"
 
 namespace l3lab::modules::cpu_kernels::CPU_CAPABILITY {
 
 namespace {
-
-using Vec = at::vec::Vectorized<float>;
-constexpr int64_t kLanes = Vec::size();
-
-float reduce_sum(const Vec& v) {
-    return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, v);
-}
 
 // sum over j < n of f(j) for a vector expression f of the loads at offset j (a tail load is zero-padded,
 // and every f here maps zeros to zero).
@@ -38,8 +29,6 @@ void write_over(float* out, int64_t n, const F& f) {
     for (; j + kLanes <= n; j += kLanes) f(j, kLanes).store(out + j);
     if (j < n) f(j, n - j).store(out + j, n - j);
 }
-
-Vec load(const float* p, int64_t count) { return count == kLanes ? Vec::loadu(p) : Vec::loadu(p, count); }
 
 }  // namespace
 

@@ -1,31 +1,19 @@
 // The soft-capped cross-entropy of cpu/kernels.h for one instruction set: CMake compiles this file three
 // times, with CPU_CAPABILITY = DEFAULT, AVX2 (-mavx2 -mfma) and AVX512 (-mavx512f/bw/vl/dq -mfma), the
-// flags and macros ATen builds its own CPU kernels with, so that at::vec::Vectorized<float> is 1, 8 or 16
-// lanes and its tanh/exp are the SLEEF functions libtorch carries (ATen's own vectorised kernels call the
-// same ones). Only at::vec is included: nothing here is an ATen tensor.
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
+// flags and macros ATen builds its own CPU kernels with, so that at::vec::Vectorized<float> is 8 or 16
+// lanes (DEFAULT: plain loops over 8) and its tanh/exp are the SLEEF functions libtorch carries (ATen's
+// own vectorised kernels call the same ones). Only at::vec is included: nothing here is an ATen tensor.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "modules/torch/cpu/kernels.h"
+#include "modules/torch/cpu/vec_common.h"
 
 namespace l3lab::modules::cpu_kernels::CPU_CAPABILITY {
 
 namespace {
-
-using Vec = at::vec::Vectorized<float>;
-constexpr int64_t kLanes = Vec::size();
-
-float reduce_max(const Vec& v) {
-    return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, v);
-}
-float reduce_sum(const Vec& v) {
-    return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, v);
-}
 
 // One row: z = softcap * tanh(x / softcap) into tanh_buf (as tanh), exp(z - max) into exp_buf, then the
 // loss and, when asked, the gradient. The buffers hold one row (vocab floats): they stay in cache.
