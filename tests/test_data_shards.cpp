@@ -236,6 +236,81 @@ TEST(DataTokenize, ValidationSplitIsPinned) {
     EXPECT_FALSE(data::is_validation_document("anything", 0.0));
 }
 
+TEST(DataTokenize, SplitDocumentCutsAtParagraphsThenLinesThenSpacesThenCharacters) {
+    using V = std::vector<std::string_view>;
+    EXPECT_EQ(data::split_document("short", 64), V{"short"});
+    // The last blank line in the second half of the window wins over later line breaks and spaces.
+    const std::string para = std::string(40, 'a') + "\n\n" + std::string(10, 'b') + "\nc d" + std::string(30, 'e');
+    EXPECT_EQ(data::split_document(para, 64), (V{para.substr(0, 42), para.substr(42)}));
+    // A blank line in the first half is too early: the last line break is taken instead.
+    const std::string early = "aa\n\n" + std::string(40, 'b') + "\n" + std::string(40, 'c');
+    EXPECT_EQ(data::split_document(early, 64)[0], early.substr(0, 45));
+    // No break at all: the cut goes back to a character's first byte (4-byte emoji, 3-byte CJK).
+    std::string runs;
+    for (int i = 0; i < 40; ++i) runs += i % 2 ? "\xF0\x9F\x99\x82" : "\xE4\xBD\xA0";
+    for (int64_t max : {64, 65, 66, 67, 100}) {
+        const auto pieces = data::split_document(runs, max);
+        std::string joined;
+        for (auto p : pieces) {
+            EXPECT_LE(static_cast<int64_t>(p.size()), max);
+            EXPECT_NE(static_cast<unsigned char>(p[0]) & 0xC0, 0x80) << "a piece starts inside a character";
+            joined += p;
+        }
+        EXPECT_EQ(joined, runs);
+        EXPECT_GT(pieces.size(), 1u);
+    }
+    // Real text: pieces rejoin to the document and none is over the limit.
+    const std::string text = test::sample_text(7, 5000);
+    std::string joined;
+    for (auto p : data::split_document(text, 300)) {
+        EXPECT_LE(p.size(), 300u);
+        joined += p;
+    }
+    EXPECT_EQ(joined, text);
+}
+
+TEST(DataTokenize, MaxDocBytesCutsDocumentsAndKeepsEachInOneSplit) {
+    Corpus c;
+    test::TempDir out;
+    const std::string dir = (out.path() / "shards").string();
+    data::TokenizeOptions o;
+    o.val_fraction = 0.3;
+    o.max_doc_bytes = 200;
+    auto r = tokenize(c, dir, o);
+    int64_t pieces = 0, cut = 0;
+    std::vector<std::string> train_expected, val_expected;
+    for (const auto& t : c.texts) {
+        const auto p = data::split_document(t, 200);
+        pieces += static_cast<int64_t>(p.size());
+        cut += p.size() > 1;
+        for (auto piece : p) (data::is_validation_document(t, 0.3) ? val_expected : train_expected).emplace_back(piece);
+    }
+    EXPECT_EQ(r.manifest.documents(""), pieces);
+    EXPECT_EQ(r.manifest.documents_cut, cut);
+    EXPECT_GT(cut, 10);
+    auto disk = data::Manifest::read((fs::path(dir) / "manifest.json").string());
+    EXPECT_EQ(disk.max_doc_bytes, 200);
+    EXPECT_EQ(disk.documents_cut, cut);
+    // Every piece decodes to its text, in order, in the split its whole document's hash picks.
+    data::ShardSetOptions so;
+    so.tokenizer_sha256 = test::small_tokenizer().sha256();
+    for (const char* split : {"train", "val"}) {
+        so.split = split;
+        auto set = data::ShardSet::open(dir, so);
+        std::vector<std::string> got;
+        for (const auto& s : set->shards())
+            for (uint64_t d = 0; d < s.documents(); ++d) {
+                std::vector<int32_t> ids(s.doc_length(d));
+                for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(s.file->token(s.doc_begin(d) + i));
+                got.push_back(test::small_tokenizer().decode(std::span(ids).subspan(1)));
+            }
+        EXPECT_EQ(got, std::string(split) == "val" ? val_expected : train_expected) << split;
+    }
+    o.max_doc_bytes = 10;
+    o.overwrite = true;
+    EXPECT_CONTAINS(data_error([&] { tokenize(c, dir, o); }), "--max-doc-bytes: must be 0 (documents stay whole) or at least 64");
+}
+
 TEST(DataShards, VersionFollowsVocabularyAndUint32NeedsAManifestOrTokenizer) {
     EXPECT_EQ(data::shard_version_for_vocab(65536), 1);
     EXPECT_EQ(data::shard_version_for_vocab(65537), 2);

@@ -186,6 +186,9 @@ void tokenize_options(po::options_description& o) {
          "hash: documents pinned to val by a hash of their text (--val-fraction); nanochat: the last parquet file is val")
         ("shard-tokens", po::value<int64_t>()->default_value(100'000'000), "tokens per shard at most (a longer document gets a shard of its own)")
         ("val-fraction", po::value<double>()->default_value(0.05), "share of documents pinned to validation by a hash of their text")
+        ("max-doc-bytes", po::value<int64_t>()->default_value(0),
+         "cut .txt/.jsonl documents longer than this many bytes into pieces at paragraph or line breaks, each piece "
+         "a document of its own with its BOS, so that the loader does not crop them (0 = keep documents whole)")
         ("threads", po::value<int>()->default_value(0), "encoding threads (0 = every core)")
         ("overwrite", "replace the output directory if it is not empty");
 }
@@ -198,6 +201,7 @@ int run_tokenize(const po::variables_map& vm, std::ostream& out, std::ostream& e
     options.val_fraction = vm["val-fraction"].as<double>();
     options.split = vm["split"].as<std::string>();
     options.text_column = vm["text-column"].as<std::string>();
+    options.max_doc_bytes = vm["max-doc-bytes"].as<int64_t>();
     options.threads = vm["threads"].as<int>() > 0 ? vm["threads"].as<int>() : hardware_threads();
     options.overwrite = vm.count("overwrite") > 0;
     options.created_by = std::string("l3lab ") + version::kVersion;
@@ -219,6 +223,9 @@ int run_tokenize(const po::variables_map& vm, std::ostream& out, std::ostream& e
         out << fmt::format("  {:<5} {:>12} documents {:>15} tokens {:>5} shard{}\n", split, group_digits(m.documents(split)),
                            group_digits(m.tokens(split)), files, files == 1 ? "" : "s");
     }
+    if (m.documents_cut)
+        out << fmt::format("  cut {} documents longer than {} bytes into pieces (each piece a document above)\n",
+                           group_digits(m.documents_cut), group_digits(m.max_doc_bytes));
     if (m.empty_documents_skipped) out << fmt::format("  skipped {} empty documents\n", group_digits(m.empty_documents_skipped));
     const int64_t tokens = m.tokens("");
     out << fmt::format("{:.1f} MB of text -> {} tokens in {:.2f} s: {} tokens/s ({:.2f} bytes/token)\n", report.bytes / 1e6,

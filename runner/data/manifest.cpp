@@ -47,6 +47,10 @@ std::string Manifest::to_json() const {
     j["split"] = split;
     j["inputs"] = inputs;
     j["empty_documents_skipped"] = empty_documents_skipped;
+    if (max_doc_bytes > 0) {
+        j["max_doc_bytes"] = max_doc_bytes;
+        j["documents_cut"] = documents_cut;
+    }
     ordered_json splits = ordered_json::object();
     for (const char* split : {"train", "val"}) {
         int64_t n_files = 0;
@@ -123,6 +127,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& path) {
         throw DataError(path, "split: must be \"hash\" or \"nanochat\", got \"" + m.split + "\"");
     if (j.contains("inputs")) m.inputs = get<std::vector<std::string>>(j, "inputs", "", path);
     if (j.contains("empty_documents_skipped")) m.empty_documents_skipped = get<int64_t>(j, "empty_documents_skipped", "", path);
+    if (j.contains("max_doc_bytes")) m.max_doc_bytes = get<int64_t>(j, "max_doc_bytes", "", path);
+    if (j.contains("documents_cut")) m.documents_cut = get<int64_t>(j, "documents_cut", "", path);
     if (!j.contains("files") || !j["files"].is_array()) throw DataError(path, "files: missing or not a list");
     for (size_t i = 0; i < j["files"].size(); ++i) {
         const auto& f = j["files"][i];

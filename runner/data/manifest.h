@@ -37,6 +37,8 @@ struct Manifest {
     std::string split = "hash";   // "hash" (val_fraction) | "nanochat" (the last parquet file is val)
     std::vector<std::string> inputs;
     int64_t empty_documents_skipped = 0;
+    int64_t max_doc_bytes = 0;    // > 0: input documents longer than this were cut into pieces (documents)
+    int64_t documents_cut = 0;    // how many input documents were cut
     std::vector<ManifestFile> files;
 
     const ManifestFile* find(const std::string& name) const;

@@ -34,6 +34,27 @@ bool is_validation_document(std::string_view text, double val_fraction) {
     return static_cast<double>(h >> 11) * 0x1.0p-53 < val_fraction;
 }
 
+std::vector<std::string_view> split_document(std::string_view text, int64_t max_bytes) {
+    std::vector<std::string_view> pieces;
+    const size_t max = static_cast<size_t>(std::max<int64_t>(max_bytes, 4));  // a UTF-8 character fits
+    while (text.size() > max) {
+        const std::string_view window = text.substr(0, max);
+        const size_t half = max / 2;
+        size_t cut = 0;  // bytes of the piece: up to and including its separator
+        if (size_t at = window.rfind("\n\n"); at != std::string_view::npos && at + 2 > half) cut = at + 2;
+        else if (at = window.rfind('\n'); at != std::string_view::npos && at + 1 > half) cut = at + 1;
+        else if (at = window.rfind(' '); at != std::string_view::npos && at + 1 > half) cut = at + 1;
+        else {
+            cut = max;  // back to the start of a character: continuation bytes are 10xxxxxx
+            while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+        }
+        pieces.push_back(text.substr(0, cut));
+        text.remove_prefix(cut);
+    }
+    if (!text.empty()) pieces.push_back(text);
+    return pieces;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -149,6 +170,11 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     if (parquet && parquet_files != files.size())
         throw DataError("--input", "parquet files cannot be mixed with .txt/.jsonl inputs (the parquet files' row groups "
                                    "decide which documents each rank reads); tokenize them separately");
+    if (options.max_doc_bytes < 0 || (options.max_doc_bytes > 0 && options.max_doc_bytes < 64))
+        throw DataError("--max-doc-bytes", "must be 0 (documents stay whole) or at least 64");
+    if (parquet && options.max_doc_bytes > 0)
+        throw DataError("--max-doc-bytes", "cuts .txt/.jsonl documents only: a parquet file's row groups count its documents, "
+                                           "which the loader's ranks follow");
     if (options.split != "hash" && options.split != "nanochat")
         throw DataError("--split", "'" + options.split + "' is not a split: hash (by --val-fraction) or nanochat (the last parquet file is val)");
     const bool nanochat_split = options.split == "nanochat";
@@ -194,18 +220,34 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     util::Progress meter("tokenizing", input_bytes, "MB", shown);
     DocumentReader reader(files, options.text_column);
     std::vector<Document> chunk;
+    std::vector<char> chunk_val;  // the split of each entry, decided on the whole document
+    int64_t documents_cut = 0;
     size_t source = SIZE_MAX;  // parquet input: the file whose shards are open
     std::vector<std::vector<int32_t>> encoded;
     const int32_t bos = tokenizer.bos_id();
     for (bool more = true; more;) {
         // A chunk of about 8 MB of text: big enough to keep every thread busy, small enough for memory.
         chunk.clear();
+        chunk_val.clear();
         size_t chunk_bytes = 0;
         while (chunk_bytes < (8u << 20)) {
             Document d;
             if (!(more = reader.next(d))) break;
             chunk_bytes += d.text.size();
+            const bool is_val = nanochat_split ? d.file_index + 1 == files.size()
+                                               : is_validation_document(d.text, options.val_fraction);
+            if (options.max_doc_bytes > 0 && static_cast<int64_t>(d.text.size()) > options.max_doc_bytes) {
+                ++documents_cut;
+                for (std::string_view piece : split_document(d.text, options.max_doc_bytes)) {
+                    Document p = d;  // the pieces keep the document's file and line
+                    p.text = std::string(piece);
+                    chunk.push_back(std::move(p));
+                    chunk_val.push_back(is_val);
+                }
+                continue;
+            }
             chunk.push_back(std::move(d));
+            chunk_val.push_back(is_val);
         }
         encode_parallel(tokenizer, chunk, encoded, threads);
         for (size_t i = 0; i < chunk.size(); ++i) {
@@ -217,9 +259,7 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
                 train.begin_source(d.file, d.row_groups_in_file);
                 val.begin_source(d.file, d.row_groups_in_file);
             }
-            const bool is_val = nanochat_split ? d.file_index + 1 == files.size()
-                                               : is_validation_document(d.text, options.val_fraction);
-            (is_val ? val : train).add(encoded[i], d.row_group);
+            (chunk_val[i] ? val : train).add(encoded[i], d.row_group);
         }
         meter.set(static_cast<int64_t>(reader.bytes_read()));  // text bytes: below the file bytes of .jsonl
     }
@@ -244,6 +284,8 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
     m.split = options.split;
     m.inputs = inputs;
     m.empty_documents_skipped = reader.empty_skipped();
+    m.max_doc_bytes = options.max_doc_bytes;
+    m.documents_cut = documents_cut;
     for (auto* split : {&train, &val})
         for (auto& f : split->files()) {
             f.sha256 = sha256_file((fs::path(tmp) / f.file).string());

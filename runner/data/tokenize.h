@@ -18,6 +18,7 @@ struct TokenizeOptions {
     double val_fraction = 0.05;          // share of documents pinned to validation (split "hash")
     std::string split = "hash";          // "hash" | "nanochat": the last parquet file is validation
     std::string text_column = "text";    // the parquet files' text column
+    int64_t max_doc_bytes = 0;           // > 0: cut longer .txt/.jsonl documents into pieces (split_document)
     int threads = 0;                     // 0 = every core
     bool overwrite = false;              // replace a non-empty output directory
     std::string created_by = "l3lab";    // recorded in manifest.json
@@ -36,9 +37,17 @@ struct TokenizeReport {
 // training shards there are.
 bool is_validation_document(std::string_view text, double val_fraction);
 
+// The pieces, each of at most `max_bytes` bytes (>= 4), that a document longer than that is cut into:
+// at the last paragraph break (a blank line) in the second half of the window, else the last line break,
+// else the last space, else the last UTF-8 character boundary. Separators stay with the piece before;
+// concatenated, the pieces are the document. nanochat's loader crops a document that does not fit a row
+// (the rest of it is never read), so a corpus of long documents trains on their first T tokens only;
+// cut into pieces shorter than a row, all of it is read.
+std::vector<std::string_view> split_document(std::string_view text, int64_t max_bytes);
+
 // Reads the inputs (see corpus.h), encodes documents in parallel, writes `train_NNNNNN.bin` and
 // `val_NNNNNN.bin` (uint16 tokens when the vocabulary fits, else uint32; each document starts with BOS,
-// no document is split) and manifest.json into a temporary directory beside `output_dir`, then renames
+// no document is split unless max_doc_bytes asks for it) and manifest.json into a temporary directory beside `output_dir`, then renames
 // it into place. Nothing is left behind on error, and an existing output is replaced only with
 // `overwrite`. Throws DataError for bad inputs or options. Shows its progress (MB of input read) as
 // util::Progress does.
