@@ -244,8 +244,14 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
 
     // Nesterov momentum.
     const at::Tensor momentum = momentum_t.to(stacked_grads.scalar_type());
-    stack.momentum_buffer.lerp_(stacked_grads, at::rsub(momentum, 1));
-    at::Tensor g = stacked_grads.lerp_(stack.momentum_buffer, momentum);
+    at::Tensor g;
+    if (modules::nesterov_momentum_cpu_applies(stack.momentum_buffer, stacked_grads)) {
+        modules::nesterov_momentum_cpu(stack.momentum_buffer, stacked_grads, momentum.item<float>());  // the two lerps in one pass
+        g = stacked_grads;
+    } else {
+        stack.momentum_buffer.lerp_(stacked_grads, at::rsub(momentum, 1));
+        g = stacked_grads.lerp_(stack.momentum_buffer, momentum);
+    }
 
     // Polar Express: X = g.bfloat16(); X = X / (‖X‖_F * 1.02 + 1e-6); then per coefficient triple
     // tall:  A = X.mT @ X; B = b * A + c * (A @ A); X = a * X + X @ B
@@ -287,13 +293,19 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
     const at::Tensor step_size = stack.second_momentum_buffer.clamp_min(1e-10).rsqrt();
     const at::Tensor scaled_sq_sum = (v_mean * red_dim_size) * step_size.to(at::kFloat).square();
     const at::Tensor v_norm_new = scaled_sq_sum.sum(at::IntArrayRef{-2, -1}, /*keepdim=*/true).sqrt();
-    const at::Tensor final_scale = step_size * (v_norm / v_norm_new.clamp_min(1e-10));
-    g.mul_(final_scale.to(g.scalar_type()));
+    const at::Tensor final_scale = (step_size * (v_norm / v_norm_new.clamp_min(1e-10))).to(g.scalar_type());
 
     // Cautious weight decay and the update:
     // stacked_params.sub_(lr * g + lr * wd * stacked_params * mask), mask = (g * stacked_params) >= 0.
     const at::Tensor lr = lr_t.to(g.scalar_type());
     const at::Tensor wd = wd_t.to(g.scalar_type());
+    if (modules::muon_update_cpu_applies(stacked_params, g, final_scale)) {
+        // NorMuon's scale, the mask and the update in one pass.
+        modules::muon_update_cpu(stacked_params, g, final_scale, lr.item<float>(), (lr * wd).item<float>());
+        at::_foreach_copy_(params, stacked_params.unbind(0));
+        return;
+    }
+    g.mul_(final_scale);
     at::Tensor t = scratch(Slot::MuonTemp, stacked_params.sizes(), stacked_params.options());
     at::mul_out(t, g, stacked_params);  // g * stacked_params: promoted to the parameters' dtype
     const at::Tensor mask = t.ge(0);

@@ -43,4 +43,22 @@ bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const a
 void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                     const AdamWStepScalars& scalars);
 
+// nanochat's block input resid_lambdas[i] * x + x0_lambdas[i] * x0 over float32 CPU tensors x, x0 of one
+// shape, with a, b the 0-D (or one-element) lambdas: one pass forward (rounded as the eager a * x + b * x0),
+// one pass back (dx = a dy, dx0 = b dy, and the lambdas' gradients sum(dy x), sum(dy x0), summed in fixed
+// blocks of 16K elements, so the same whatever the threads). Saves x and x0, as the eager graph does.
+at::Tensor residual_mix_cpu(const at::Tensor& x, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b);
+
+// Muon's elementwise tails (modules/optim/muon_adamw.cpp) on float32 contiguous CPU stacks, each one pass
+// with the eager ops' rounding, bit for bit:
+// - nesterov_momentum_cpu: buf.lerp_(g, 1 - momentum); g.lerp_(buf, momentum). ATen's lerp rounds its
+//   vectors (fused multiply-add) and its scalar tails differently, so applies() asks, as AdamW's, for
+//   sizes ATen runs in whole vectors;
+// - muon_update_cpu: NorMuon's g *= scale (scale [k, rows, 1] or [k, 1, cols] of the stack p [k, rows,
+//   cols]) and the cautious update p -= p * lr_wd * (g * p >= 0) + g * lr (lr_wd = float32 lr * wd).
+bool nesterov_momentum_cpu_applies(const at::Tensor& buf, const at::Tensor& g);
+void nesterov_momentum_cpu(at::Tensor& buf, at::Tensor& g, float momentum);
+bool muon_update_cpu_applies(const at::Tensor& p, const at::Tensor& g, const at::Tensor& scale);
+void muon_update_cpu(at::Tensor& p, const at::Tensor& g, const at::Tensor& scale, float lr, float lr_wd);
+
 }  // namespace l3lab::modules

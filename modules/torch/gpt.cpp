@@ -297,7 +297,8 @@ at::Tensor GPTImpl::hidden(const at::Tensor& idx, KVCache* cache) {
     at::Tensor x = rms_norm(transformer->wte(idx));
     const at::Tensor x0 = x;
     for (int64_t i = 0; i < options.n_layer; ++i) {
-        x = resid_lambdas[i] * x + x0_lambdas[i] * x0;
+        x = fused_cpu(x) ? residual_mix_cpu(x, x0, resid_lambdas[i], x0_lambdas[i])
+                         : resid_lambdas[i] * x + x0_lambdas[i] * x0;
         const std::string key = std::to_string(i);
         at::Tensor ve;
         if (value_embeds->contains(key)) ve = value_embeds[key]->as<torch::nn::EmbeddingImpl>()->forward(idx);

@@ -315,3 +315,137 @@ TEST(CpuKernels, AdamWStepIsTheEagerStepButForTheLastBitOfSqrt) {
     }
     at::set_num_threads(saved_threads);
 }
+
+// The kernels of one instruction set for the residual mixing and Muon's update, to run every one this CPU
+// has (their ops round alike in every instruction set: no fused multiply-add).
+struct MixIsa {
+    std::string name;
+    decltype(&cpu_kernels::DEFAULT::residual_mix) mix;
+    decltype(&cpu_kernels::DEFAULT::residual_mix_backward) mix_backward;
+    decltype(&cpu_kernels::DEFAULT::muon_update_rows) muon_update;
+};
+
+std::vector<MixIsa> runnable_mix_isas() {
+    std::vector<MixIsa> isas{{"DEFAULT", cpu_kernels::DEFAULT::residual_mix, cpu_kernels::DEFAULT::residual_mix_backward,
+                              cpu_kernels::DEFAULT::muon_update_rows}};
+    const std::string top = cpu_kernels_capability();
+    if (top == "AVX2" || top == "AVX512")
+        isas.push_back({"AVX2", cpu_kernels::AVX2::residual_mix, cpu_kernels::AVX2::residual_mix_backward,
+                        cpu_kernels::AVX2::muon_update_rows});
+    if (top == "AVX512")
+        isas.push_back({"AVX512", cpu_kernels::AVX512::residual_mix, cpu_kernels::AVX512::residual_mix_backward,
+                        cpu_kernels::AVX512::muon_update_rows});
+    return isas;
+}
+
+TEST(CpuKernels, ResidualMixIsTheEagerMixAndItsGradients) {
+    for (const auto& shape : {std::vector<int64_t>{2, 64, 48}, std::vector<int64_t>{3, 7, 33}, std::vector<int64_t>{1, 1, 1},
+                              std::vector<int64_t>{4, 256, 64}}) {
+        SCOPED_TRACE("shape " + std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" + std::to_string(shape[2]));
+        at::manual_seed(shape[1]);
+        const at::Tensor x_data = at::randn(shape), x0_data = at::randn(shape), w = at::randn(shape);
+        const at::Tensor lambdas = at::randn({3}) + 1, x0_lambdas = at::randn({3}) * 0.1;
+        // Eager, as gpt.cpp wrote it, and fused; each with its own leaves.
+        auto run = [&](bool fused, bool alias) {
+            at::Tensor x = x_data.clone().requires_grad_(), x0 = alias ? x : x0_data.clone().requires_grad_();
+            at::Tensor rl = lambdas.clone().requires_grad_(), xl = x0_lambdas.clone().requires_grad_();
+            at::Tensor y = fused ? residual_mix_cpu(x, x0, rl[1], xl[1]) : rl[1] * x + xl[1] * x0;
+            (y * w).sum().backward();
+            return std::make_tuple(y.detach(), x.grad(), alias ? at::Tensor() : x0.grad(), rl.grad(), xl.grad());
+        };
+        for (bool alias : {false, true}) {
+            SCOPED_TRACE(alias ? "x0 is x (block 0)" : "x0 apart");
+            const auto [ye, gxe, gx0e, grle, gxle] = run(false, alias);
+            const auto [yf, gxf, gx0f, grlf, gxlf] = run(true, alias);
+            EXPECT_TRUE(at::equal(yf, ye));
+            EXPECT_TRUE(at::equal(gxf, gxe));
+            if (!alias) EXPECT_TRUE(at::equal(gx0f, gx0e));
+            EXPECT_LT(relative_error(grlf, grle), 1e-5);  // sums taken in another order
+            EXPECT_LT(relative_error(gxlf, gxle), 1e-5);
+            EXPECT_EQ(grlf[0].item<float>(), 0.0f);
+            EXPECT_EQ(gxlf[2].item<float>(), 0.0f);
+        }
+        // Every instruction set's kernels, bit for bit the same products, against the eager tensors.
+        const float a = lambdas[1].item<float>(), b = x0_lambdas[1].item<float>();
+        const at::Tensor y_eager = lambdas[1] * x_data + x0_lambdas[1] * x0_data;
+        const int64_t n = x_data.numel();
+        const double sum_x = (w.to(at::kDouble) * x_data.to(at::kDouble)).sum().item<double>();
+        const double sum_x0 = (w.to(at::kDouble) * x0_data.to(at::kDouble)).sum().item<double>();
+        for (const auto& isa : runnable_mix_isas()) {
+            SCOPED_TRACE(isa.name);
+            at::Tensor y = at::empty_like(x_data), dx = at::empty_like(x_data), dx0 = at::empty_like(x_data);
+            isa.mix(x_data.const_data_ptr<float>(), x0_data.const_data_ptr<float>(), a, b, y.data_ptr<float>(), 0, n);
+            EXPECT_TRUE(at::equal(y, y_eager));
+            float sums[2] = {0, 0};
+            isa.mix_backward(w.const_data_ptr<float>(), x_data.const_data_ptr<float>(), x0_data.const_data_ptr<float>(), a, b,
+                             dx.data_ptr<float>(), dx0.data_ptr<float>(), sums, 0, n);
+            EXPECT_TRUE(at::equal(dx, w * a));
+            EXPECT_TRUE(at::equal(dx0, w * b));
+            EXPECT_NEAR(sums[0], sum_x, 1e-5 * std::max(1.0, std::abs(sum_x)) + 1e-4);
+            EXPECT_NEAR(sums[1], sum_x0, 1e-5 * std::max(1.0, std::abs(sum_x0)) + 1e-4);
+        }
+    }
+}
+
+TEST(CpuKernels, MuonTailsAreTheEagerOpsBitForBit) {
+    const int saved_threads = at::get_num_threads();
+    at::set_num_threads(2);
+    const auto scalar = [](float x) { return at::scalar_tensor(x, at::kFloat); };
+    struct Stack { int64_t k, rows, cols; };
+    for (const Stack s : {Stack{4, 32, 32}, Stack{2, 128, 32}, Stack{2, 32, 128}, Stack{3, 3, 5}, Stack{6, 96, 384}}) {
+        SCOPED_TRACE(std::to_string(s.k) + " x " + std::to_string(s.rows) + " x " + std::to_string(s.cols));
+        at::manual_seed(s.rows * 1000 + s.cols);
+        // Nesterov momentum: the two lerps of the eager step, with the 0-D float32 momentum it uses.
+        at::Tensor buf = at::randn({s.k, s.rows, s.cols}), g = at::randn({s.k, s.rows, s.cols});
+        const bool whole = s.k * s.rows * s.cols % 32 == 0;
+        EXPECT_EQ(nesterov_momentum_cpu_applies(buf, g), whole) << "a scalar tail rounds ATen's lerp otherwise";
+        if (whole) {
+            for (const float momentum : {0.85f, 0.95f, 0.3f}) {
+                at::Tensor be = buf.clone(), ge = g.clone();
+                const at::Tensor m = scalar(momentum);
+                be.lerp_(ge, at::rsub(m, 1));
+                ge.lerp_(be, m);
+                at::Tensor bf = buf.clone(), gf = g.clone();
+                nesterov_momentum_cpu(bf, gf, momentum);
+                EXPECT_TRUE(at::equal(bf, be)) << momentum;
+                EXPECT_TRUE(at::equal(gf, ge)) << momentum;
+            }
+        }
+        // NorMuon's scale and the cautious update: scale per row (tall or square) or per column (wide).
+        const bool tall = s.rows >= s.cols;
+        at::Tensor p = at::randn({s.k, s.rows, s.cols});
+        p.view({-1}).slice(0, 0, 7).zero_();  // g * p == 0 counts as agreeing
+        g.view({-1}).slice(0, 5, 9).zero_();
+        const at::Tensor scale = at::rand(tall ? at::IntArrayRef{s.k, s.rows, 1} : at::IntArrayRef{s.k, 1, s.cols}) + 0.5;
+        const at::Tensor lr = scalar(0.02f * 1.4142135f), wd = scalar(0.9f);
+        at::Tensor pe = p.clone(), ge = g.clone();
+        ge.mul_(scale);
+        at::Tensor t = ge * pe;
+        const at::Tensor mask = t.ge(0);
+        at::mul_out(t, pe, lr * wd).mul_(mask).add_(ge.mul_(lr));
+        pe.sub_(t);
+        ASSERT_TRUE(muon_update_cpu_applies(p, g, scale));
+        at::Tensor pf = p.clone();
+        muon_update_cpu(pf, g, scale, lr.item<float>(), (lr * wd).item<float>());
+        EXPECT_TRUE(at::equal(pf, pe));
+        EXPECT_GT((pf != p).sum().item<int64_t>(), p.numel() / 2) << "the update must move the parameters";
+        for (const auto& isa : runnable_mix_isas()) {
+            SCOPED_TRACE(isa.name);
+            at::Tensor pi = p.clone();
+            cpu_kernels::MuonUpdateArgs a;
+            a.p = pi.data_ptr<float>();
+            a.g = g.const_data_ptr<float>();
+            a.scale = scale.const_data_ptr<float>();
+            a.rows = s.rows;
+            a.cols = s.cols;
+            a.scale_per_row = tall;
+            a.lr = lr.item<float>();
+            a.lr_wd = (lr * wd).item<float>();
+            isa.muon_update(a, 0, s.k * s.rows);
+            EXPECT_TRUE(at::equal(pi, pe));
+        }
+        EXPECT_FALSE(muon_update_cpu_applies(p, g, at::rand({s.k, s.rows + 1, 1})));
+        EXPECT_FALSE(muon_update_cpu_applies(p, g.to(at::kDouble), scale));
+    }
+    at::set_num_threads(saved_threads);
+}

@@ -50,6 +50,28 @@ struct AdamWArgs {
     float decay = 1.f, one_minus_beta1 = 0.f, one_minus_beta2 = 0.f, bias2 = 1.f, eps = 0.f, step_size = 0.f;
 };
 
+// residual_mix, residual_mix_backward: nanochat's per-block input y = a * x + b * x0 (a = resid_lambdas[i],
+// b = x0_lambdas[i]) over elements [begin, end), rounded as the eager a * x, b * x0 and their sum; the
+// backward writes dx = a * dy, dx0 = b * dy and returns sum(dy * x), sum(dy * x0) over its range in
+// sums[0], sums[1] (the lambdas' gradients, summed over fixed blocks by the caller).
+
+// nesterov_momentum: Muon's momentum over elements [begin, end) of the stacked buffer and gradients, as
+// the eager pair buf.lerp_(g, 1 - momentum); g.lerp_(buf, momentum) (ATen's vectorised lerp: fmadd);
+// whole vectors only, as adamw_step.
+
+// muon_update_rows: NorMuon's scale and the cautious update of Muon over rows [begin, end) of the stacked
+// parameters seen as [k * rows, cols]: g *= scale (scale per row, [k * rows], or per column of each
+// stack member, [k, cols]); mask = g * p >= 0; p -= p * lr_wd * mask + g * lr; each product rounded as
+// the eager ops round it.
+struct MuonUpdateArgs {
+    float* p = nullptr;
+    const float* g = nullptr;
+    const float* scale = nullptr;
+    int64_t rows = 0, cols = 0;  // one stack member's matrix
+    bool scale_per_row = true;
+    float lr = 0.f, lr_wd = 0.f;
+};
+
 // One instruction set's kernels; CPU_CAPABILITY names it (cpu/*_isa.cpp).
 #define L3LAB_CPU_KERNELS_OF_ONE_ISA                                                                             \
     void softcap_ce_rows(const SoftcapCeArgs& a, int64_t begin, int64_t end);                                    \
@@ -61,7 +83,12 @@ struct AdamWArgs {
     void relu_square_backward(const float* x, const float* dy, float* dx, int64_t begin, int64_t end);           \
     void rotary_rows(const float* x, const float* cos, const float* sin, float* y, int64_t T, int64_t H,         \
                      int64_t D, bool inverse, int64_t begin, int64_t end);                                      \
-    void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);
+    void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end);                                           \
+    void residual_mix(const float* x, const float* x0, float a, float b, float* y, int64_t begin, int64_t end);  \
+    void residual_mix_backward(const float* dy, const float* x, const float* x0, float a, float b, float* dx,    \
+                               float* dx0, float* sums, int64_t begin, int64_t end);                            \
+    void nesterov_momentum(float* buf, float* g, float momentum, int64_t begin, int64_t end);                   \
+    void muon_update_rows(const MuonUpdateArgs& a, int64_t begin, int64_t end);
 namespace DEFAULT { L3LAB_CPU_KERNELS_OF_ONE_ISA }
 namespace AVX2 { L3LAB_CPU_KERNELS_OF_ONE_ISA }
 namespace AVX512 { L3LAB_CPU_KERNELS_OF_ONE_ISA }

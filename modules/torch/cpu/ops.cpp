@@ -4,8 +4,10 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "modules/torch/cpu.h"
 #include "modules/torch/cpu/kernels.h"
@@ -179,7 +181,56 @@ public:
     }
 };
 
+class ResidualMixCpu : public torch::autograd::Function<ResidualMixCpu> {
+public:
+    static constexpr int64_t kBlock = 1 << 14;  // elements per partial sum of the lambdas' gradients
+
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& x0_in,
+                              const at::Tensor& a, const at::Tensor& b) {
+        check_float_cpu(x_in, "residual_mix_cpu: x");
+        check_float_cpu(x0_in, "residual_mix_cpu: x0");
+        TORCH_CHECK(x_in.sizes() == x0_in.sizes(), "residual_mix_cpu: x and x0 must have one shape");
+        TORCH_CHECK(a.numel() == 1 && b.numel() == 1, "residual_mix_cpu: the lambdas must be single values");
+        const at::Tensor x = x_in.contiguous(), x0 = x0_in.contiguous();
+        const float va = a.item<float>(), vb = b.item<float>();
+        at::Tensor y = at::empty_like(x);
+        const float *px = x.const_data_ptr<float>(), *px0 = x0.const_data_ptr<float>();
+        float* py = y.data_ptr<float>();
+        const auto fn = L3LAB_PICK(residual_mix);
+        at::parallel_for(0, x.numel(), 1 << 15, [&](int64_t s, int64_t e) { fn(px, px0, va, vb, py, s, e); });
+        ctx->save_for_backward({x, x0, a, b});
+        return y;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const at::Tensor &x = saved[0], &x0 = saved[1], &a = saved[2], &b = saved[3];
+        const at::Tensor dy = grad_outputs[0].contiguous();
+        at::Tensor dx = at::empty_like(x), dx0 = at::empty_like(x0);
+        const int64_t n = x.numel(), blocks = (n + kBlock - 1) / kBlock;
+        std::vector<float> partial(static_cast<size_t>(2 * blocks), 0.0f);
+        const float *pdy = dy.const_data_ptr<float>(), *px = x.const_data_ptr<float>(), *px0 = x0.const_data_ptr<float>();
+        float *pdx = dx.data_ptr<float>(), *pdx0 = dx0.data_ptr<float>();
+        const float va = a.item<float>(), vb = b.item<float>();
+        const auto fn = L3LAB_PICK(residual_mix_backward);
+        at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+            for (int64_t k = first; k < last; ++k)
+                fn(pdy, px, px0, va, vb, pdx, pdx0, partial.data() + 2 * k, k * kBlock, std::min(n, (k + 1) * kBlock));
+        });
+        double sum_x = 0, sum_x0 = 0;  // the blocks in order: independent of the threads
+        for (int64_t k = 0; k < blocks; ++k) {
+            sum_x += partial[static_cast<size_t>(2 * k)];
+            sum_x0 += partial[static_cast<size_t>(2 * k + 1)];
+        }
+        return {dx, dx0, at::full_like(a, sum_x), at::full_like(b, sum_x0)};
+    }
+};
+
 }  // namespace
+
+at::Tensor residual_mix_cpu(const at::Tensor& x, const at::Tensor& x0, const at::Tensor& a, const at::Tensor& b) {
+    return ResidualMixCpu::apply(x, x0, a, b);
+}
 
 at::Tensor rms_norm_cpu(const at::Tensor& x) { return RmsNormCpu::apply(x); }
 at::Tensor relu_square_cpu(const at::Tensor& x) { return ReluSquareCpu::apply(x); }
@@ -192,18 +243,71 @@ at::Tensor rotary_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 // each thread's share with scalar code. It splits n >= 32,768 elements (its grain) into
 // k = min(threads, ceil(n / 32,768)) shares of ceil(n / k). When n and that share are whole multiples of
 // 32, no share has a remainder, and the fused kernel's vectors are ATen's.
-bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
-                            const at::Tensor& exp_avg_sq) {
-    for (const at::Tensor* t : {&p, &grad, &exp_avg, &exp_avg_sq})
-        if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() ||
-            t->numel() != p.numel())
+namespace {
+
+constexpr int64_t kWholeBlock = 32;  // floats: ATen's pair of AVX-512 vectors, two pairs of AVX2 ones
+
+bool float_cpu_contiguous(std::initializer_list<const at::Tensor*> tensors, int64_t numel) {
+    for (const at::Tensor* t : tensors)
+        if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() || t->numel() != numel)
             return false;
-    constexpr int64_t kGrain = 32768, kBlock = 32;
-    const int64_t n = p.numel();
-    if (n == 0 || n % kBlock != 0) return false;
+    return true;
+}
+
+bool aten_runs_whole_vectors(int64_t n) {
+    constexpr int64_t kGrain = 32768;
+    if (n == 0 || n % kWholeBlock != 0) return false;
     const int64_t threads = at::get_num_threads();
     const int64_t shares = n < kGrain || threads == 1 ? 1 : std::min<int64_t>(threads, (n + kGrain - 1) / kGrain);
-    return ((n + shares - 1) / shares) % kBlock == 0;
+    return ((n + shares - 1) / shares) % kWholeBlock == 0;
+}
+
+// fn(begin, end) over [0, n) in shares of whole 32-float blocks.
+template <typename F>
+void over_whole_blocks(int64_t n, const F& fn) {
+    at::parallel_for(0, n / kWholeBlock, 1 << 10, [&](int64_t b, int64_t e) { fn(b * kWholeBlock, e * kWholeBlock); });
+}
+
+}  // namespace
+
+bool adamw_step_cpu_applies(const at::Tensor& p, const at::Tensor& grad, const at::Tensor& exp_avg,
+                            const at::Tensor& exp_avg_sq) {
+    return float_cpu_contiguous({&p, &grad, &exp_avg, &exp_avg_sq}, p.numel()) && aten_runs_whole_vectors(p.numel());
+}
+
+bool nesterov_momentum_cpu_applies(const at::Tensor& buf, const at::Tensor& g) {
+    return float_cpu_contiguous({&buf, &g}, buf.numel()) && aten_runs_whole_vectors(buf.numel());
+}
+
+void nesterov_momentum_cpu(at::Tensor& buf, at::Tensor& g, float momentum) {
+    TORCH_CHECK(nesterov_momentum_cpu_applies(buf, g), "nesterov_momentum_cpu: needs float32 contiguous CPU tensors of one size");
+    float *pb = buf.data_ptr<float>(), *pg = g.data_ptr<float>();
+    const auto fn = L3LAB_PICK(nesterov_momentum);
+    over_whole_blocks(buf.numel(), [&](int64_t b, int64_t e) { fn(pb, pg, momentum, b, e); });
+}
+
+bool muon_update_cpu_applies(const at::Tensor& p, const at::Tensor& g, const at::Tensor& scale) {
+    if (p.dim() != 3 || !float_cpu_contiguous({&p, &g}, p.numel()) || !float_cpu_contiguous({&scale}, scale.numel()))
+        return false;
+    const int64_t k = p.size(0), rows = p.size(1), cols = p.size(2);
+    return scale.dim() == 3 && scale.size(0) == k &&
+           ((scale.size(1) == rows && scale.size(2) == 1) || (scale.size(1) == 1 && scale.size(2) == cols));
+}
+
+void muon_update_cpu(at::Tensor& p, const at::Tensor& g, const at::Tensor& scale, float lr, float lr_wd) {
+    TORCH_CHECK(muon_update_cpu_applies(p, g, scale),
+                "muon_update_cpu: needs float32 contiguous CPU stacks [k, rows, cols] and a scale [k, rows, 1] or [k, 1, cols]");
+    cpu_kernels::MuonUpdateArgs a;
+    a.p = p.data_ptr<float>();
+    a.g = g.const_data_ptr<float>();
+    a.scale = scale.const_data_ptr<float>();
+    a.rows = p.size(1);
+    a.cols = p.size(2);
+    a.scale_per_row = scale.size(1) == a.rows && scale.size(2) == 1;
+    a.lr = lr;
+    a.lr_wd = lr_wd;
+    const auto fn = L3LAB_PICK(muon_update_rows);
+    at::parallel_for(0, p.size(0) * a.rows, row_grain(a.cols), [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
 void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
@@ -222,8 +326,7 @@ void adamw_step_cpu(at::Tensor& p, const at::Tensor& grad, at::Tensor& exp_avg, 
     a.eps = s.eps;
     a.step_size = s.step_size;
     const auto fn = L3LAB_PICK(adamw_step);
-    // Shares of whole 32-float blocks (the kernel runs whole vectors only).
-    at::parallel_for(0, p.numel() / 32, 1 << 10, [&](int64_t b, int64_t e) { fn(a, b * 32, e * 32); });
+    over_whole_blocks(p.numel(), [&](int64_t b, int64_t e) { fn(a, b, e); });  // the kernel runs whole vectors only
 }
 
 std::string cpu_kernels_capability() { return capability(); }

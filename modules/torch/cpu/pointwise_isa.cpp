@@ -1,4 +1,4 @@
-// RMSNorm, relu^2 and rotary embeddings of cpu/kernels.h for one instruction set (compiled once per
+// RMSNorm, relu^2, rotary embeddings, the residual mixing, AdamW and Muon's elementwise tails of cpu/kernels.h for one instruction set (compiled once per
 // CPU_CAPABILITY, as cpu/softcap_ce_isa.cpp): one pass each way instead of ATen's chains of elementwise
 // kernels (RMSNorm: pow, mean, add, rsqrt, mul forward and about eight backward), float32 arithmetic.
 #include <algorithm>
@@ -98,10 +98,6 @@ void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end) {
     // alpha = -step_size as ATen's vectorised add (fmadd(b, alpha, a)). The square root is the IEEE one;
     // ATen's eager sqrt is MKL VML's, which differs in the last bit for a few elements. Whole vectors only: the caller
     // (adamw_step_cpu_applies) hands over only ranges that ATen, too, runs in whole vectors.
-    const auto lerp = [](const Vec& start, const Vec& end_, float w) {
-        return std::abs(w) < 0.5f ? at::vec::fmadd(Vec(w), end_ - start, start)
-                                  : at::vec::fmadd(Vec(w - 1.0f), end_ - start, end_);
-    };
     const Vec decay(a.decay), bias2(a.bias2), eps(a.eps), minus_step(-a.step_size);
     int64_t j = begin;
     for (; j + kLanes <= end; j += kLanes) {
@@ -112,6 +108,57 @@ void adamw_step(const AdamWArgs& a, int64_t begin, int64_t end) {
         at::vec::fmadd(m / denom, minus_step, Vec::loadu(a.p + j) * decay).store(a.p + j);
         m.store(a.exp_avg + j);
         v.store(a.exp_avg_sq + j);
+    }
+}
+
+void residual_mix(const float* x, const float* x0, float a, float b, float* y, int64_t begin, int64_t end) {
+    const Vec va(a), vb(b);
+    write_over(y + begin, end - begin, [&](int64_t j, int64_t n) {
+        return va * load(x + begin + j, n) + vb * load(x0 + begin + j, n);
+    });
+}
+
+void residual_mix_backward(const float* dy, const float* x, const float* x0, float a, float b, float* dx,
+                           float* dx0, float* sums, int64_t begin, int64_t end) {
+    const Vec va(a), vb(b);
+    Vec sum_x(0.0f), sum_x0(0.0f);
+    for (int64_t j = begin; j < end; j += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, end - j);
+        const Vec g = load(dy + j, n);
+        (va * g).store(dx + j, n);
+        (vb * g).store(dx0 + j, n);
+        sum_x = sum_x + g * load(x + j, n);  // zero-padded tails add nothing
+        sum_x0 = sum_x0 + g * load(x0 + j, n);
+    }
+    sums[0] = reduce_sum(sum_x);
+    sums[1] = reduce_sum(sum_x0);
+}
+
+void nesterov_momentum(float* buf, float* g, float momentum, int64_t begin, int64_t end) {
+    const float one_minus = 1.0f - momentum;  // at::rsub(momentum, 1) in float32
+    for (int64_t j = begin; j + kLanes <= end; j += kLanes) {
+        const Vec grad = Vec::loadu(g + j);
+        const Vec b = lerp(Vec::loadu(buf + j), grad, one_minus);
+        b.store(buf + j);
+        lerp(grad, b, momentum).store(g + j);
+    }
+}
+
+void muon_update_rows(const MuonUpdateArgs& a, int64_t begin, int64_t end) {
+    const Vec lr(a.lr), lr_wd(a.lr_wd), zero(0.0f), one(1.0f);
+    for (int64_t r = begin; r < end; ++r) {
+        float* p = a.p + r * a.cols;
+        const float* g = a.g + r * a.cols;
+        const float* col_scale = a.scale + (r / a.rows) * a.cols;  // this member's [cols] when per column
+        for (int64_t j = 0; j < a.cols; j += kLanes) {
+            const int64_t n = std::min<int64_t>(kLanes, a.cols - j);
+            const Vec s = a.scale_per_row ? Vec(a.scale[r]) : load(col_scale + j, n);
+            const Vec gs = load(g + j, n) * s;                                 // g.mul_(final_scale)
+            const Vec pv = load(p + j, n);
+            const Vec mask = Vec::blendv(zero, one, (gs * pv) >= zero);         // (g * p >= 0) as 1.0 / 0.0
+            const Vec t = pv * lr_wd * mask + gs * lr;                          // p * (lr * wd) * mask + g * lr
+            (pv - t).store(p + j, n);
+        }
     }
 }
 
