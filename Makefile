@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all bootstrap configure build run test clean
+.PHONY: all bootstrap configure build run test study clean
 
 all: build
 
@@ -24,6 +24,10 @@ run: build
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# The CPU scaling-law study (docs/scaling.md): about half an hour on 2 cores; Ctrl-C and rerun to resume.
+study: build
+	tools/scaling/study.sh
 
 clean:
 	rm -rf $(BUILD)
