@@ -575,6 +575,12 @@ def plot_l3_vs_dense(result, path, plt):
             continue
         right.plot([r["budget"] for r in mine], [r["delta_best"] for r in mine], "-o", color=style[arm],
                    label=f"{arm}: best cell")
+        seeded = [r for r in mine if r["delta_std"] is not None]
+        if seeded:
+            # The per-seed differences: their mean with ± one sample standard deviation as error bars.
+            right.errorbar([r["budget"] for r in seeded], [r["delta_mean"] for r in seeded],
+                           yerr=[r["delta_std"] for r in seeded], fmt="s:", color=style[arm], capsize=4,
+                           alpha=0.8, label=f"{arm}: per-seed mean ± std ({max(len(r['seeds']) for r in seeded)} seeds)")
         fitted = [r for r in mine if r["delta_fit"] is not None]
         if fitted:
             right.plot([r["budget"] for r in fitted], [r["delta_fit"] for r in fitted], "--*", color=style[arm],
