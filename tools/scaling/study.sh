@@ -8,7 +8,7 @@
 #   tools/scaling/study.sh [--sweep FILE] [--jobs K] [--corpus JSONL] [--data DIR]
 #
 # --sweep   the sweep (default sweeps/cpu_isoflop.yaml); its data.* keys must name the --data directory
-# --jobs    cells at a time (default 1: on 2 cores two cells at once gain only about 1.3x)
+# --jobs    cells at a time (default 1, the run docs/scaling.md measures; with 2, each cell gets one of 2 cores)
 # --corpus  the text to train the tokenizer on and tokenize (default data/corpus/linux-doc.jsonl)
 # --data    where the tokenizer/ and shards/ go (default data/study)
 # Exit codes: 0 done, 1 a cell or a step failed, 2 bad arguments, 3 interrupted (run it again).
