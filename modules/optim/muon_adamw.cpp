@@ -302,15 +302,14 @@ void MuonAdamW::step_muon(const ParamGroup& group, MuonStack& stack) {
     if (modules::muon_update_cpu_applies(stacked_params, g, final_scale)) {
         // NorMuon's scale, the mask and the update in one pass.
         modules::muon_update_cpu(stacked_params, g, final_scale, lr.item<float>(), (lr * wd).item<float>());
-        at::_foreach_copy_(params, stacked_params.unbind(0));
-        return;
+    } else {
+        g.mul_(final_scale);
+        at::Tensor t = scratch(Slot::MuonTemp, stacked_params.sizes(), stacked_params.options());
+        at::mul_out(t, g, stacked_params);  // g * stacked_params: promoted to the parameters' dtype
+        const at::Tensor mask = t.ge(0);
+        at::mul_out(t, stacked_params, lr * wd).mul_(mask).add_(g.mul_(lr));
+        stacked_params.sub_(t);
     }
-    g.mul_(final_scale);
-    at::Tensor t = scratch(Slot::MuonTemp, stacked_params.sizes(), stacked_params.options());
-    at::mul_out(t, g, stacked_params);  // g * stacked_params: promoted to the parameters' dtype
-    const at::Tensor mask = t.ge(0);
-    at::mul_out(t, stacked_params, lr * wd).mul_(mask).add_(g.mul_(lr));
-    stacked_params.sub_(t);
 
     at::_foreach_copy_(params, stacked_params.unbind(0));
 }

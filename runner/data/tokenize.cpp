@@ -238,7 +238,8 @@ TokenizeReport tokenize_corpus(const Tokenizer& tokenizer, const std::string& to
                                                : is_validation_document(d.text, options.val_fraction);
             if (options.max_doc_bytes > 0 && static_cast<int64_t>(d.text.size()) > options.max_doc_bytes) {
                 ++documents_cut;
-                for (std::string_view piece : split_document(d.text, options.max_doc_bytes)) {
+                const std::string text = std::move(d.text);  // so that each piece copies only its own bytes
+                for (std::string_view piece : split_document(text, options.max_doc_bytes)) {
                     Document p = d;  // the pieces keep the document's file and line
                     p.text = std::string(piece);
                     chunk.push_back(std::move(p));
